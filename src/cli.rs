@@ -1,0 +1,368 @@
+//! The command line: `pminit [OPTIONS] -- COMMAND [ARG...]`.
+//!
+//! Every option can also come from `PMINIT_<NAME>` (the flag wins), because a
+//! Kubernetes manifest sets env more easily than it rewrites an ENTRYPOINT.
+//! Bad input gets one line naming the flag (or variable), the value and the
+//! accepted forms; the caller exits 2 before anything starts.
+
+use argh::FromArgs;
+use std::time::Duration;
+
+use crate::core::{Restart, Settings};
+use crate::log::Format;
+use crate::parse;
+
+/// pminit: a PID 1 for containers. Reaps zombies, forwards signals, stops
+/// gracefully (stop signal, grace, SIGKILL) and restarts workers that crash.
+#[derive(FromArgs, Debug, Default)]
+struct Args {
+    /// grace between the stop signal and SIGKILL: 1600 (ms), 1600ms, 8s, 1m (default 8s)
+    #[argh(option)]
+    kill_timeout: Option<String>,
+
+    /// signal that asks a worker to stop: INT, SIGINT or 2 (default SIGINT)
+    #[argh(option)]
+    stop_signal: Option<String>,
+
+    /// on SIGTERM keep serving this long before stopping workers (default 0)
+    #[argh(option)]
+    stop_delay: Option<String>,
+
+    /// when a worker exits on its own: always, on-failure or never (default on-failure)
+    #[argh(option)]
+    restart: Option<String>,
+
+    /// this many quick deaths in a row is a crash loop: stop and exit non-zero (default 16)
+    #[argh(option)]
+    max_restarts: Option<String>,
+
+    /// a worker that lived this long is healthy: its next restart is immediate (default 1s)
+    #[argh(option)]
+    min_uptime: Option<String>,
+
+    /// pminit's own event lines on stderr: text or json (default text)
+    #[argh(option)]
+    log_format: Option<String>,
+
+    /// also log forwarded signals and reaped orphans
+    #[argh(switch, short = 'v')]
+    verbose: bool,
+
+    /// print the version and exit
+    #[argh(switch)]
+    version: bool,
+
+    /// the command to run, after `--`
+    #[argh(positional, greedy)]
+    command: Vec<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub settings: Settings,
+    pub command: Vec<String>,
+    pub log_format: Format,
+    pub verbose: bool,
+}
+
+#[derive(Debug)]
+pub enum Parsed {
+    Run(Config),
+    /// --help or --version: print this on stdout and exit 0.
+    Print(String),
+}
+
+/// A one-line message for stderr; the process exits 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct CliError(pub String);
+
+pub const USAGE: &str = "usage: pminit [OPTIONS] -- COMMAND [ARG...]  (pminit --help lists the options)";
+
+/// Where a value came from, for the error message.
+struct Source {
+    flag: &'static str,
+    env: &'static str,
+    from_env: bool,
+}
+
+impl Source {
+    fn name(&self) -> String {
+        if self.from_env {
+            format!("{} (for {})", self.env, self.flag)
+        } else {
+            self.flag.to_string()
+        }
+    }
+}
+
+/// The flag's value, else the variable's (an empty variable counts as unset).
+fn pick(
+    flag_value: Option<String>,
+    flag: &'static str,
+    env: &'static str,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, Source)> {
+    let mut source = Source {
+        flag,
+        env,
+        from_env: false,
+    };
+    if let Some(v) = flag_value {
+        return Some((v, source));
+    }
+    source.from_env = true;
+    getenv(env).filter(|v| !v.is_empty()).map(|v| (v, source))
+}
+
+fn bad(source: &Source, value: &str, accepted: &str) -> CliError {
+    CliError(format!(
+        "{}: invalid value {value:?}: expected {accepted}",
+        source.name()
+    ))
+}
+
+fn duration_opt(
+    flag_value: Option<String>,
+    flag: &'static str,
+    env: &'static str,
+    default: Duration,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<Duration, CliError> {
+    match pick(flag_value, flag, env, getenv) {
+        None => Ok(default),
+        Some((v, src)) => parse::duration(&v).ok_or_else(|| bad(&src, &v, parse::DURATION_FORMS)),
+    }
+}
+
+fn bool_env(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// Parses `args` (without argv[0]) with `getenv` for the `PMINIT_*` fallbacks.
+pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, CliError> {
+    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let a = match Args::from_args(&["pminit"], &strs) {
+        Ok(a) => a,
+        Err(early) => {
+            return match early.status {
+                Ok(()) => Ok(Parsed::Print(early.output)),
+                Err(()) => Err(CliError(format!("{} ({USAGE})", early.output.trim_end()))),
+            }
+        }
+    };
+    if a.version {
+        return Ok(Parsed::Print(format!("pminit {}\n", env!("CARGO_PKG_VERSION"))));
+    }
+
+    let kill_timeout = duration_opt(
+        a.kill_timeout,
+        "--kill-timeout",
+        "PMINIT_KILL_TIMEOUT",
+        Duration::from_secs(8),
+        getenv,
+    )?;
+    let stop_delay = duration_opt(
+        a.stop_delay,
+        "--stop-delay",
+        "PMINIT_STOP_DELAY",
+        Duration::ZERO,
+        getenv,
+    )?;
+    let min_uptime = duration_opt(
+        a.min_uptime,
+        "--min-uptime",
+        "PMINIT_MIN_UPTIME",
+        Duration::from_secs(1),
+        getenv,
+    )?;
+    let stop_signal = match pick(a.stop_signal, "--stop-signal", "PMINIT_STOP_SIGNAL", getenv) {
+        None => libc::SIGINT,
+        Some((v, src)) => match parse::signal(&v) {
+            Some(libc::SIGKILL) | Some(libc::SIGSTOP) | None => {
+                return Err(bad(
+                    &src,
+                    &v,
+                    &format!("{} (not KILL or STOP: the stop signal must be catchable)", parse::SIGNAL_FORMS),
+                ))
+            }
+            Some(n) => n,
+        },
+    };
+    let restart = match pick(a.restart, "--restart", "PMINIT_RESTART", getenv) {
+        None => Restart::OnFailure,
+        Some((v, src)) => match v.as_str() {
+            "always" => Restart::Always,
+            "on-failure" => Restart::OnFailure,
+            "never" | "no" => Restart::Never,
+            _ => return Err(bad(&src, &v, "always, on-failure or never")),
+        },
+    };
+    let max_restarts = match pick(a.max_restarts, "--max-restarts", "PMINIT_MAX_RESTARTS", getenv) {
+        None => 16,
+        Some((v, src)) => match v.trim().parse::<u32>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(bad(&src, &v, "a whole number of at least 1")),
+        },
+    };
+    let log_format = match pick(a.log_format, "--log-format", "PMINIT_LOG_FORMAT", getenv) {
+        None => Format::Text,
+        Some((v, src)) => match v.as_str() {
+            "text" => Format::Text,
+            "json" => Format::Json,
+            _ => return Err(bad(&src, &v, "text or json")),
+        },
+    };
+    let verbose = a.verbose
+        || match getenv("PMINIT_VERBOSE").filter(|v| !v.is_empty()) {
+            None => false,
+            Some(v) => bool_env(&v).ok_or_else(|| {
+                CliError(format!(
+                    "PMINIT_VERBOSE (for --verbose): invalid value {v:?}: expected 1, true, yes, 0, false or no"
+                ))
+            })?,
+        };
+    if a.command.is_empty() {
+        return Err(CliError(format!("no command given; {USAGE}")));
+    }
+    Ok(Parsed::Run(Config {
+        settings: Settings {
+            instances: 1,
+            stop_signal,
+            kill_timeout,
+            stop_delay,
+            restart,
+            max_restarts,
+            min_uptime,
+            interactive: false,
+        },
+        command: a.command,
+        log_format,
+        verbose,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &str, env: &[(&str, &str)]) -> Result<Config, String> {
+        let args: Vec<String> = args.split_whitespace().map(String::from).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let getenv = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        match parse(&args, &getenv) {
+            Ok(Parsed::Run(c)) => Ok(c),
+            Ok(Parsed::Print(p)) => Err(format!("PRINT {p}")),
+            Err(CliError(m)) => Err(m),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = run("-- node index.js", &[]).expect("valid");
+        assert_eq!(c.command, ["node", "index.js"]);
+        let s = c.settings;
+        assert_eq!(s.kill_timeout, Duration::from_secs(8));
+        assert_eq!(s.stop_signal, libc::SIGINT);
+        assert_eq!(s.stop_delay, Duration::ZERO);
+        assert_eq!(s.restart, Restart::OnFailure);
+        assert_eq!(s.max_restarts, 16);
+        assert_eq!(s.min_uptime, Duration::from_secs(1));
+        assert_eq!(c.log_format, Format::Text);
+        assert!(!c.verbose);
+    }
+
+    #[test]
+    fn flags_and_env() {
+        let c = run(
+            "--kill-timeout 1600 --stop-signal TERM --stop-delay 5s --restart always --max-restarts 3 --min-uptime 1m --log-format json -v -- app --flag",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.settings.kill_timeout, Duration::from_millis(1600));
+        assert_eq!(c.settings.stop_signal, libc::SIGTERM);
+        assert_eq!(c.settings.stop_delay, Duration::from_secs(5));
+        assert_eq!(c.settings.restart, Restart::Always);
+        assert_eq!(c.settings.max_restarts, 3);
+        assert_eq!(c.settings.min_uptime, Duration::from_secs(60));
+        assert_eq!(c.log_format, Format::Json);
+        assert!(c.verbose);
+        assert_eq!(c.command, ["app", "--flag"]);
+
+        let env = [
+            ("PMINIT_KILL_TIMEOUT", "2s"),
+            ("PMINIT_STOP_SIGNAL", "QUIT"),
+            ("PMINIT_STOP_DELAY", "300ms"),
+            ("PMINIT_RESTART", "never"),
+            ("PMINIT_MAX_RESTARTS", "4"),
+            ("PMINIT_MIN_UPTIME", "2s"),
+            ("PMINIT_LOG_FORMAT", "json"),
+            ("PMINIT_VERBOSE", "yes"),
+        ];
+        let c = run("-- app", &env).expect("valid");
+        assert_eq!(c.settings.kill_timeout, Duration::from_secs(2));
+        assert_eq!(c.settings.stop_signal, libc::SIGQUIT);
+        assert_eq!(c.settings.stop_delay, Duration::from_millis(300));
+        assert_eq!(c.settings.restart, Restart::Never);
+        assert_eq!(c.settings.max_restarts, 4);
+        assert_eq!(c.settings.min_uptime, Duration::from_secs(2));
+        assert_eq!(c.log_format, Format::Json);
+        assert!(c.verbose);
+
+        // The flag wins over the variable; an empty variable is unset.
+        let c = run(
+            "--kill-timeout 3s -- app",
+            &[("PMINIT_KILL_TIMEOUT", "bogus"), ("PMINIT_RESTART", "")],
+        )
+        .expect("flag wins");
+        assert_eq!(c.settings.kill_timeout, Duration::from_secs(3));
+        assert_eq!(c.settings.restart, Restart::OnFailure);
+    }
+
+    #[test]
+    fn bad_values_name_the_flag_the_value_and_the_forms() {
+        // (args, env, substrings the one-line message must contain)
+        let table: &[(&str, &[(&str, &str)], &[&str])] = &[
+            ("--kill-timeout abc -- x", &[], &["--kill-timeout", "\"abc\"", "8s"]),
+            ("--kill-timeout -5s -- x", &[], &["--kill-timeout", "\"-5s\""]),
+            ("--stop-delay 5d -- x", &[], &["--stop-delay", "\"5d\"", "1m"]),
+            ("--min-uptime x -- x", &[], &["--min-uptime", "duration"]),
+            ("--stop-signal FOO -- x", &[], &["--stop-signal", "\"FOO\"", "SIGINT"]),
+            ("--stop-signal KILL -- x", &[], &["--stop-signal", "catchable"]),
+            ("--stop-signal 0 -- x", &[], &["--stop-signal", "\"0\""]),
+            ("--restart sometimes -- x", &[], &["--restart", "\"sometimes\"", "on-failure"]),
+            ("--max-restarts 0 -- x", &[], &["--max-restarts", "\"0\"", "at least 1"]),
+            ("--max-restarts -1 -- x", &[], &["--max-restarts", "\"-1\""]),
+            ("--log-format xml -- x", &[], &["--log-format", "\"xml\"", "text or json"]),
+            ("--bogus -- x", &[], &["--bogus"]),
+            ("--kill-timeout", &[], &["--kill-timeout"]),
+            ("--", &[], &["no command"]),
+            ("", &[], &["no command", "usage"]),
+            ("-- x", &[("PMINIT_KILL_TIMEOUT", "soon")], &["PMINIT_KILL_TIMEOUT", "--kill-timeout", "\"soon\""]),
+            ("-- x", &[("PMINIT_RESTART", "maybe")], &["PMINIT_RESTART", "\"maybe\""]),
+            ("-- x", &[("PMINIT_VERBOSE", "loud")], &["PMINIT_VERBOSE", "\"loud\""]),
+        ];
+        for (args, env, wants) in table {
+            let msg = run(args, env).expect_err(args);
+            assert!(!msg.trim_end().contains('\n'), "one line: {msg:?}");
+            for want in *wants {
+                assert!(msg.contains(want), "{args:?}: {msg:?} lacks {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn help_and_version_print() {
+        let help = run("--help", &[]).expect_err("prints");
+        assert!(help.starts_with("PRINT Usage: pminit"), "{help}");
+        assert!(help.contains("--kill-timeout"));
+        let version = run("--version", &[]).expect_err("prints");
+        assert_eq!(version, format!("PRINT pminit {}\n", env!("CARGO_PKG_VERSION")));
+    }
+}

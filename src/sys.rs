@@ -1,0 +1,258 @@
+//! The few raw syscalls pminit needs, each wrapped once with its safety
+//! argument. Signal numbers are plain `i32` here because real-time signals
+//! have no name in nix's `Signal` enum.
+
+use nix::errno::Errno;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use crate::core::Status;
+
+/// Signals pminit never takes over: the kernel sends the fault signals only
+/// when pminit itself is broken, so they keep their default (die, dump core)
+/// and are never forwarded. KILL and STOP cannot be caught.
+pub fn is_untouchable(sig: i32) -> bool {
+    matches!(
+        sig,
+        libc::SIGKILL
+            | libc::SIGSTOP
+            | libc::SIGSEGV
+            | libc::SIGBUS
+            | libc::SIGILL
+            | libc::SIGFPE
+            | libc::SIGABRT
+            | libc::SIGTRAP
+            | libc::SIGSYS
+    )
+}
+
+/// Every signal number a process can use: 1..=31 and the real-time range.
+pub fn all_signals() -> impl Iterator<Item = i32> {
+    (1..=31).chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
+}
+
+fn zeroed_sigaction(handler: libc::sighandler_t) -> libc::sigaction {
+    // SAFETY: sigaction is a plain C struct for which all-zero bytes are a
+    // valid value (empty mask, no flags, SIG_DFL).
+    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
+    sa.sa_sigaction = handler;
+    sa
+}
+
+/// Puts every catchable signal back to SIG_DFL. pminit may inherit ignored
+/// signals (nohup, a shell's background job, a runtime); a SIGCHLD left at
+/// SIG_IGN would even make the kernel reap children behind our back.
+/// Async-signal-safe: also used between fork and exec.
+pub fn reset_dispositions() {
+    let dfl = zeroed_sigaction(libc::SIG_DFL);
+    for sig in (1..=libc::SIGRTMAX()).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+        // SAFETY: `dfl` is a valid sigaction; sigaction(2) is async-signal-safe.
+        // Errors (glibc's reserved 32/33) are expected and harmless.
+        unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+    }
+}
+
+/// Empties the signal mask. Async-signal-safe: used between fork and exec.
+pub fn unblock_all() {
+    // SAFETY: a zeroed sigset_t is initialised by sigemptyset before use;
+    // sigprocmask only reads it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Blocks every catchable signal except the fault signals and returns a
+/// signalfd that reads them. Blocked signals are queued even for PID 1 (the
+/// kernel drops a signal to init only when it would take the default action),
+/// so this is pminit's "handler installed" for everything it acts on.
+pub fn signalfd() -> io::Result<OwnedFd> {
+    // SAFETY: the set is initialised by sigemptyset before any other use;
+    // sigprocmask and signalfd only read it; the fd signalfd returns is new
+    // and owned by nobody else, so OwnedFd may take it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in all_signals().filter(|&s| !is_untouchable(s)) {
+            libc::sigaddset(&mut set, sig);
+        }
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+/// Drains the signalfd: the signals delivered since the last call, in order.
+pub fn read_signals(fd: BorrowedFd<'_>) -> Vec<i32> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is a plain C struct; zero bytes are valid.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: we read at most `size` bytes into `info`, which is that big.
+        let n = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut info as *mut libc::signalfd_siginfo).cast(),
+                size,
+            )
+        };
+        if n == size as isize {
+            out.push(info.ssi_signo as i32);
+            continue;
+        }
+        if n < 0 && Errno::last() == Errno::EINTR {
+            continue;
+        }
+        // EAGAIN: drained. Anything else cannot happen on a signalfd.
+        return out;
+    }
+}
+
+pub enum Reaped {
+    Child(i32, Status),
+    /// Children exist, none has exited.
+    Running,
+    /// No child at all (ECHILD).
+    Empty,
+}
+
+/// One non-blocking `waitpid(-1)`.
+pub fn reap_one() -> Reaped {
+    loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes an int through the valid pointer we pass.
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        if pid > 0 {
+            let st = if libc::WIFSIGNALED(status) {
+                Status::Signal(libc::WTERMSIG(status))
+            } else {
+                Status::Code(libc::WEXITSTATUS(status))
+            };
+            return Reaped::Child(pid, st);
+        }
+        if pid == 0 {
+            return Reaped::Running;
+        }
+        match Errno::last() {
+            Errno::EINTR => continue,
+            // ECHILD; nothing else is possible with these arguments.
+            _ => return Reaped::Empty,
+        }
+    }
+}
+
+/// kill(2) with any signal number, real-time ones included.
+pub fn kill(pid: i32, sig: i32) -> Result<(), Errno> {
+    // SAFETY: kill has no memory-safety preconditions.
+    Errno::result(unsafe { libc::kill(pid, sig) }).map(drop)
+}
+
+/// Signals the process group `pgid`; if the group is gone but the leader is
+/// a not-yet-reaped zombie, there is nothing to signal, which is fine.
+pub fn signal_group(pgid: i32, sig: i32) -> Result<(), Errno> {
+    match kill(-pgid, sig) {
+        Err(Errno::ESRCH) => Ok(()),
+        r => r,
+    }
+}
+
+pub fn getpgid(pid: i32) -> Option<i32> {
+    // SAFETY: getpgid has no memory-safety preconditions.
+    let pgid = unsafe { libc::getpgid(pid) };
+    (pgid >= 0).then_some(pgid)
+}
+
+/// Waits until `fd` is readable or `timeout` passes (None: forever).
+/// EINTR counts as a wake-up.
+pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+    let ms: libc::c_int = match timeout {
+        None => -1,
+        // Round up, so we never wake a millisecond early and spin.
+        Some(d) => d
+            .as_micros()
+            .div_ceil(1000)
+            .try_into()
+            .unwrap_or(libc::c_int::MAX),
+    };
+    let mut pfd = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, and we say so.
+    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if r < 0 && Errno::last() != Errno::EINTR {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Makes orphans of our descendants our children when we are not PID 1.
+pub fn set_child_subreaper() -> io::Result<()> {
+    // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument.
+    let r = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Marks every inherited fd above stderr close-on-exec, so a worker gets only
+/// 0-2 and what pminit hands it.
+pub fn cloexec_inherited_fds() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes fd flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    // Kernels before 5.11: walk /proc/self/fd.
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: F_SETFD on any fd number is harmless; a closed one fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
+/// The pids whose parent is `parent`, from /proc (empty if /proc is absent).
+pub fn children_of(parent: i32) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&pid| parent_of(pid) == Some(parent))
+        .collect()
+}
+
+/// The ppid field of /proc/PID/stat. The command name may hold spaces and
+/// parentheses, so fields are counted after the last ')'.
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+pub fn isatty(fd: i32) -> bool {
+    // SAFETY: isatty has no memory-safety preconditions.
+    unsafe { libc::isatty(fd) == 1 }
+}
