@@ -76,7 +76,8 @@ pub enum Parsed {
 #[derive(Debug, PartialEq, Eq)]
 pub struct CliError(pub String);
 
-pub const USAGE: &str = "usage: pminit [OPTIONS] -- COMMAND [ARG...]  (pminit --help lists the options)";
+pub const USAGE: &str =
+    "usage: pminit [OPTIONS] -- COMMAND [ARG...]  (pminit --help lists the options)";
 
 /// Where a value came from, for the error message.
 struct Source {
@@ -155,7 +156,10 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
         }
     };
     if a.version {
-        return Ok(Parsed::Print(format!("pminit {}\n", env!("CARGO_PKG_VERSION"))));
+        return Ok(Parsed::Print(format!(
+            "pminit {}\n",
+            env!("CARGO_PKG_VERSION")
+        )));
     }
 
     let kill_timeout = duration_opt(
@@ -186,7 +190,10 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
                 return Err(bad(
                     &src,
                     &v,
-                    &format!("{} (not KILL or STOP: the stop signal must be catchable)", parse::SIGNAL_FORMS),
+                    &format!(
+                        "{} (not KILL or STOP: the stop signal must be catchable)",
+                        parse::SIGNAL_FORMS
+                    ),
                 ))
             }
             Some(n) => n,
@@ -201,7 +208,12 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
             _ => return Err(bad(&src, &v, "always, on-failure or never")),
         },
     };
-    let max_restarts = match pick(a.max_restarts, "--max-restarts", "PMINIT_MAX_RESTARTS", getenv) {
+    let max_restarts = match pick(
+        a.max_restarts,
+        "--max-restarts",
+        "PMINIT_MAX_RESTARTS",
+        getenv,
+    ) {
         None => 16,
         Some((v, src)) => match v.trim().parse::<u32>() {
             Ok(n) if n >= 1 => n,
@@ -328,25 +340,70 @@ mod tests {
     #[test]
     fn bad_values_name_the_flag_the_value_and_the_forms() {
         // (args, env, substrings the one-line message must contain)
-        let table: &[(&str, &[(&str, &str)], &[&str])] = &[
-            ("--kill-timeout abc -- x", &[], &["--kill-timeout", "\"abc\"", "8s"]),
-            ("--kill-timeout -5s -- x", &[], &["--kill-timeout", "\"-5s\""]),
-            ("--stop-delay 5d -- x", &[], &["--stop-delay", "\"5d\"", "1m"]),
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let table: &[Case] = &[
+            (
+                "--kill-timeout abc -- x",
+                &[],
+                &["--kill-timeout", "\"abc\"", "8s"],
+            ),
+            (
+                "--kill-timeout -5s -- x",
+                &[],
+                &["--kill-timeout", "\"-5s\""],
+            ),
+            (
+                "--stop-delay 5d -- x",
+                &[],
+                &["--stop-delay", "\"5d\"", "1m"],
+            ),
             ("--min-uptime x -- x", &[], &["--min-uptime", "duration"]),
-            ("--stop-signal FOO -- x", &[], &["--stop-signal", "\"FOO\"", "SIGINT"]),
-            ("--stop-signal KILL -- x", &[], &["--stop-signal", "catchable"]),
+            (
+                "--stop-signal FOO -- x",
+                &[],
+                &["--stop-signal", "\"FOO\"", "SIGINT"],
+            ),
+            (
+                "--stop-signal KILL -- x",
+                &[],
+                &["--stop-signal", "catchable"],
+            ),
             ("--stop-signal 0 -- x", &[], &["--stop-signal", "\"0\""]),
-            ("--restart sometimes -- x", &[], &["--restart", "\"sometimes\"", "on-failure"]),
-            ("--max-restarts 0 -- x", &[], &["--max-restarts", "\"0\"", "at least 1"]),
+            (
+                "--restart sometimes -- x",
+                &[],
+                &["--restart", "\"sometimes\"", "on-failure"],
+            ),
+            (
+                "--max-restarts 0 -- x",
+                &[],
+                &["--max-restarts", "\"0\"", "at least 1"],
+            ),
             ("--max-restarts -1 -- x", &[], &["--max-restarts", "\"-1\""]),
-            ("--log-format xml -- x", &[], &["--log-format", "\"xml\"", "text or json"]),
+            (
+                "--log-format xml -- x",
+                &[],
+                &["--log-format", "\"xml\"", "text or json"],
+            ),
             ("--bogus -- x", &[], &["--bogus"]),
             ("--kill-timeout", &[], &["--kill-timeout"]),
             ("--", &[], &["no command"]),
             ("", &[], &["no command", "usage"]),
-            ("-- x", &[("PMINIT_KILL_TIMEOUT", "soon")], &["PMINIT_KILL_TIMEOUT", "--kill-timeout", "\"soon\""]),
-            ("-- x", &[("PMINIT_RESTART", "maybe")], &["PMINIT_RESTART", "\"maybe\""]),
-            ("-- x", &[("PMINIT_VERBOSE", "loud")], &["PMINIT_VERBOSE", "\"loud\""]),
+            (
+                "-- x",
+                &[("PMINIT_KILL_TIMEOUT", "soon")],
+                &["PMINIT_KILL_TIMEOUT", "--kill-timeout", "\"soon\""],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_RESTART", "maybe")],
+                &["PMINIT_RESTART", "\"maybe\""],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_VERBOSE", "loud")],
+                &["PMINIT_VERBOSE", "\"loud\""],
+            ),
         ];
         for (args, env, wants) in table {
             let msg = run(args, env).expect_err(args);
@@ -363,6 +420,9 @@ mod tests {
         assert!(help.starts_with("PRINT Usage: pminit"), "{help}");
         assert!(help.contains("--kill-timeout"));
         let version = run("--version", &[]).expect_err("prints");
-        assert_eq!(version, format!("PRINT pminit {}\n", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            version,
+            format!("PRINT pminit {}\n", env!("CARGO_PKG_VERSION"))
+        );
     }
 }

@@ -1080,12 +1080,7 @@ mod tests {
         h.feed(Event::Signal(TERM), 100);
         assert!(effects(&h.feed(Event::Tick, 599)).is_empty());
         let a = h.feed(Event::Tick, 600);
-        assert_eq!(
-            effects(&a),
-            vec![Action::KillAll {
-                workers: vec![101]
-            }]
-        );
+        assert_eq!(effects(&a), vec![Action::KillAll { workers: vec![101] }]);
         let a = h.feed(
             Event::Exited {
                 pid: 101,
@@ -1114,12 +1109,7 @@ mod tests {
             signal: INT
         }));
         let a = h.feed(Event::Signal(TERM), 200);
-        assert_eq!(
-            effects(&a),
-            vec![Action::KillAll {
-                workers: vec![101]
-            }]
-        );
+        assert_eq!(effects(&a), vec![Action::KillAll { workers: vec![101] }]);
         assert!(effects(&h.feed(Event::Signal(TERM), 300)).is_empty());
     }
 
@@ -1332,9 +1322,7 @@ mod tests {
             },
             1,
         );
-        assert!(effects(&a).contains(&Action::KillAll {
-            workers: vec![101]
-        }));
+        assert!(effects(&a).contains(&Action::KillAll { workers: vec![101] }));
     }
 
     #[test]

@@ -122,7 +122,11 @@ pub fn run(mut config: Config) -> Result<i32, StartError> {
         if let Err(e) = sys::wait_readable(sigfd.as_fd(), timeout) {
             log::warn(&format!("poll failed: {e}"));
         }
-        queue.extend(sys::read_signals(sigfd.as_fd()).into_iter().map(Event::Signal));
+        queue.extend(
+            sys::read_signals(sigfd.as_fd())
+                .into_iter()
+                .map(Event::Signal),
+        );
         loop {
             match sys::reap_one() {
                 sys::Reaped::Child(pid, status) => queue.push_back(Event::Exited { pid, status }),

@@ -32,24 +32,35 @@ pub fn all_signals() -> impl Iterator<Item = i32> {
     (1..=31).chain(libc::SIGRTMIN()..=libc::SIGRTMAX())
 }
 
-fn zeroed_sigaction(handler: libc::sighandler_t) -> libc::sigaction {
-    // SAFETY: sigaction is a plain C struct for which all-zero bytes are a
-    // valid value (empty mask, no flags, SIG_DFL).
-    let mut sa: libc::sigaction = unsafe { std::mem::zeroed() };
-    sa.sa_sigaction = handler;
-    sa
-}
-
 /// Puts every catchable signal back to SIG_DFL. pminit may inherit ignored
 /// signals (nohup, a shell's background job, a runtime); a SIGCHLD left at
 /// SIG_IGN would even make the kernel reap children behind our back.
 /// Async-signal-safe: also used between fork and exec.
+///
+/// The raw rt_sigaction syscall, because glibc's sigaction refuses the two
+/// real-time signals it reserves (32, 33), and an inherited SIG_IGN on those
+/// would otherwise reach the workers.
 pub fn reset_dispositions() {
-    let dfl = zeroed_sigaction(libc::SIG_DFL);
-    for sig in (1..=libc::SIGRTMAX()).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
-        // SAFETY: `dfl` is a valid sigaction; sigaction(2) is async-signal-safe.
-        // Errors (glibc's reserved 32/33) are expected and harmless.
-        unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+    // The kernel's struct sigaction (handler, flags, [restorer,] mask), all
+    // zero: SIG_DFL, no flags, empty mask. 32 bytes covers every layout.
+    let dfl = [0u64; 4];
+    let mask_size = std::mem::size_of::<u64>();
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `dfl` has the layout of the kernel's sigaction and outlives
+        // the call; the old-action pointer is null. The syscall is
+        // async-signal-safe.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                dfl.as_ptr(),
+                std::ptr::null_mut::<u64>(),
+                mask_size,
+            )
+        };
     }
 }
 

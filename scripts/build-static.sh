@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds the static pminit binary and prints its path.
+#
+# glibc with -C target-feature=+crt-static (the musl target is not available
+# on our build machines). Passing --target keeps RUSTFLAGS away from build
+# scripts and proc-macros (serde_derive, argh_derive), which must stay
+# dynamic. Extra arguments go to cargo build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+target=x86_64-unknown-linux-gnu
+RUSTFLAGS="-C target-feature=+crt-static ${RUSTFLAGS:-}" \
+  cargo build --release --locked --target "$target" "$@" >&2
+echo "$PWD/target/$target/release/pminit"

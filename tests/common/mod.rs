@@ -1,0 +1,396 @@
+//! Shared harness for the integration tests: runs the real pminit binary as
+//! PID 1 of a fresh PID namespace (`unshare --pid --fork --mount-proc`, needs
+//! root) or as a plain child of the test (where it is a subreaper), reads its
+//! output line by line, and waits for observable events with deadlines.
+//!
+//! A test that needs something missing says so loudly on stderr; with
+//! `PMINIT_TEST_STRICT=1` (set by .ci/run) it fails instead of skipping.
+
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use std::io::{BufRead, BufReader, Read};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub const PMINIT: &str = env!("CARGO_BIN_EXE_pminit");
+/// Generous: the machine may be busy with other tests. Nothing waits this
+/// long unless something is broken.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub fn fixture(name: &str) -> String {
+    let p: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name]
+        .iter()
+        .collect();
+    p.to_string_lossy().into_owned()
+}
+
+/// The real python3 (pyenv's shim would add a process and a second of start-up).
+pub fn python() -> &'static str {
+    static PY: OnceLock<String> = OnceLock::new();
+    PY.get_or_init(|| {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .expect("python3 is needed for the test fixtures");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+}
+
+fn strict() -> bool {
+    std::env::var("PMINIT_TEST_STRICT").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Skips (loudly) or, under PMINIT_TEST_STRICT, fails when `ok` is false.
+pub fn require(ok: bool, test: &str, what: &str) -> bool {
+    if ok {
+        return true;
+    }
+    if strict() {
+        panic!("{test}: needs {what}; PMINIT_TEST_STRICT forbids skipping");
+    }
+    eprintln!(
+        "\n*** SKIPPED {test}: needs {what} (set PMINIT_TEST_STRICT=1 to fail instead) ***\n"
+    );
+    false
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// PID 1 of a new PID namespace.
+    Pid1,
+    /// A plain child of the test process: pminit makes itself a subreaper.
+    Subreaper,
+}
+
+/// Both modes when we are root; the subreaper mode alone (loudly) otherwise.
+pub fn modes(test: &str) -> Vec<Mode> {
+    if require(is_root(), test, "root for unshare --pid (PID-1 mode)") {
+        vec![Mode::Subreaper, Mode::Pid1]
+    } else {
+        vec![Mode::Subreaper]
+    }
+}
+
+/// One line of output, tagged with where it came from.
+#[derive(Clone, Debug)]
+pub enum Line {
+    Out(String),
+    Err(String),
+}
+
+pub struct Run {
+    pub mode: Mode,
+    /// pid of the process we started (unshare in PID-1 mode, else pminit).
+    pub outer_pid: i32,
+    lines: Receiver<Line>,
+    seen: Arc<Mutex<Vec<Line>>>,
+    exit: Receiver<ExitStatus>,
+    exited: Option<ExitStatus>,
+}
+
+pub struct Options {
+    /// Runs in the test's child just before exec (extra fds, signal state).
+    pub pre_exec: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>>,
+    pub env: Vec<(String, String)>,
+}
+
+impl Run {
+    pub fn start(mode: Mode, args: &[&str]) -> Run {
+        Run::start_with(
+            mode,
+            args,
+            Options {
+                pre_exec: None,
+                env: vec![],
+            },
+        )
+    }
+
+    pub fn start_with(mode: Mode, args: &[&str], opts: Options) -> Run {
+        let mut cmd = match mode {
+            Mode::Pid1 => {
+                let mut c = Command::new("unshare");
+                c.args(["--pid", "--fork", "--mount-proc", PMINIT]);
+                c
+            }
+            Mode::Subreaper => Command::new(PMINIT),
+        };
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .envs(opts.env);
+        if let Some(f) = opts.pre_exec {
+            // SAFETY: the tests' pre_exec closures call only async-signal-safe
+            // functions (dup2, sigprocmask, sigaction).
+            unsafe { cmd.pre_exec(f) };
+        }
+        let mut child: Child = cmd.spawn().expect("start pminit");
+        let outer_pid = child.id() as i32;
+        let (tx, lines) = channel();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped");
+        let stderr = child.stderr.take().expect("piped");
+        for (stream, is_err) in [
+            (Box::new(stdout) as Box<dyn Read + Send>, false),
+            (Box::new(stderr), true),
+        ] {
+            let tx = tx.clone();
+            let seen = seen.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let line = if is_err {
+                        Line::Err(line)
+                    } else {
+                        Line::Out(line)
+                    };
+                    seen.lock().expect("lock").push(line.clone());
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let (etx, exit) = channel();
+        thread::spawn(move || {
+            if let Ok(status) = child.wait() {
+                let _ = etx.send(status);
+            }
+        });
+        Run {
+            mode,
+            outer_pid,
+            lines,
+            seen,
+            exit,
+            exited: None,
+        }
+    }
+
+    /// Everything printed so far, for failure messages.
+    pub fn transcript(&self) -> String {
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|l| match l {
+                Line::Out(s) => format!("out| {s}\n"),
+                Line::Err(s) => format!("err| {s}\n"),
+            })
+            .collect()
+    }
+
+    /// Waits for a line (stdout or stderr) for which `pred` holds.
+    pub fn expect(&self, what: &str, pred: impl Fn(&Line) -> bool) -> Line {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => panic!(
+                    "[{:?}] no line {what} within {DEADLINE:?}; transcript:\n{}",
+                    self.mode,
+                    self.transcript()
+                ),
+            }
+        }
+    }
+
+    /// Waits until at least `n` lines seen so far (consumed or not) match.
+    pub fn expect_count(&self, what: &str, n: usize, pred: impl Fn(&Line) -> bool) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            if self
+                .seen
+                .lock()
+                .expect("lock")
+                .iter()
+                .filter(|l| pred(l))
+                .count()
+                >= n
+            {
+                return;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if self.lines.recv_timeout(left).is_err() {
+                panic!(
+                    "[{:?}] fewer than {n} lines {what} within {DEADLINE:?}; transcript:\n{}",
+                    self.mode,
+                    self.transcript()
+                );
+            }
+        }
+    }
+
+    /// Waits for a stdout line containing `text` and returns it.
+    pub fn expect_out(&self, text: &str) -> String {
+        match self.expect(
+            &format!("on stdout containing {text:?}"),
+            |l| matches!(l, Line::Out(s) if s.contains(text)),
+        ) {
+            Line::Out(s) | Line::Err(s) => s,
+        }
+    }
+
+    /// Waits for a stderr line containing `text` and returns it.
+    pub fn expect_err(&self, text: &str) -> String {
+        match self.expect(
+            &format!("on stderr containing {text:?}"),
+            |l| matches!(l, Line::Err(s) if s.contains(text)),
+        ) {
+            Line::Out(s) | Line::Err(s) => s,
+        }
+    }
+
+    /// pminit's pid as seen from the test. In PID-1 mode it is unshare's
+    /// child; call this only after an event shows pminit is running.
+    pub fn pminit_pid(&self) -> i32 {
+        match self.mode {
+            Mode::Subreaper => self.outer_pid,
+            Mode::Pid1 => *children(self.outer_pid)
+                .first()
+                .unwrap_or_else(|| panic!("unshare has no child yet:\n{}", self.transcript())),
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory-safety preconditions.
+        let r = unsafe { libc::kill(self.pminit_pid(), sig) };
+        assert_eq!(r, 0, "kill pminit: {}", std::io::Error::last_os_error());
+    }
+
+    /// Waits for pminit (or unshare, which passes its status on) to exit.
+    pub fn wait(&mut self) -> ExitStatus {
+        if let Some(s) = self.exited {
+            return s;
+        }
+        let s = self.exit.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+            panic!(
+                "[{:?}] pminit did not exit within {DEADLINE:?}; transcript:\n{}",
+                self.mode,
+                self.transcript()
+            )
+        });
+        self.exited = Some(s);
+        s
+    }
+
+    /// The exit code, with 128+n for a death by signal n.
+    pub fn wait_code(&mut self) -> i32 {
+        let s = self.wait();
+        s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
+    }
+
+    /// All stderr lines so far (call after `wait` for the complete set).
+    pub fn stderr_lines(&self) -> Vec<String> {
+        // Output may still be in the pipe when the exit is seen: the readers
+        // finish when pminit's (and its children's) write ends close.
+        self.seen
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter_map(|l| match l {
+                Line::Err(s) => Some(s.clone()),
+                Line::Out(_) => None,
+            })
+            .collect()
+    }
+
+    /// Reads lines until both pipes close (every writer is gone).
+    pub fn drain(&self) {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            match self
+                .lines
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "output still open after {DEADLINE:?}:\n{}",
+                        self.transcript()
+                    )
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        // A failed test must not leave pminit and its workers behind.
+        if self.exited.is_none() && self.exit.try_recv().is_err() {
+            for pid in descendants(self.outer_pid).into_iter().rev() {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+            // SAFETY: as above.
+            unsafe { libc::kill(self.outer_pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Fields of /proc/PID/stat after the command name: state is [0], ppid [1].
+pub fn stat_fields(pid: i32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(String::from).collect())
+}
+
+pub fn children(parent: i32) -> Vec<i32> {
+    let mut out: Vec<i32> = std::fs::read_dir("/proc")
+        .expect("/proc")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .filter(|&pid| stat_fields(pid).and_then(|f| f.get(1)?.parse::<i32>().ok()) == Some(parent))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Every process below `root`, parents before children.
+pub fn descendants(root: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    let mut todo = vec![root];
+    while let Some(p) = todo.pop() {
+        for c in children(p) {
+            out.push(c);
+            todo.push(c);
+        }
+    }
+    out
+}
+
+/// The descendants of `root` that are zombies.
+pub fn zombies_below(root: i32) -> Vec<i32> {
+    descendants(root)
+        .into_iter()
+        .filter(|&p| stat_fields(p).is_some_and(|f| f[0] == "Z"))
+        .collect()
+}
+
+/// A field of /proc/PID/status, e.g. "SigBlk".
+pub fn status_field(pid: i32, name: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// `pid=123` in a fixture's line -> 123.
+pub fn field(line: &str, key: &str) -> i32 {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(&format!("{key}=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}

@@ -1,0 +1,159 @@
+//! Graceful stop: TERM/INT -> stop-delay -> stop signal to every worker group
+//! -> kill-timeout for the whole tree -> SIGKILL; and a second TERM.
+
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn term_reaches_the_worker_as_sigint_and_exits_0() {
+    for mode in modes("term_reaches_the_worker_as_sigint") {
+        for sig in [libc::SIGTERM, libc::SIGINT] {
+            let mut run = Run::start(
+                mode,
+                &["--", python(), &fixture("catch.py"), "SIGINT", "SIGTERM"],
+            );
+            run.expect_out("ready");
+            run.signal(sig);
+            run.expect_out("got SIGINT");
+            assert_eq!(run.wait_code(), 0, "[{mode:?}]\n{}", run.transcript());
+            assert!(!run.transcript().contains("got SIGTERM"));
+        }
+    }
+}
+
+#[test]
+fn stop_signal_is_configurable() {
+    for mode in modes("stop_signal_is_configurable") {
+        let mut run = Run::start(
+            mode,
+            &[
+                "--stop-signal",
+                "SIGTERM",
+                "--",
+                python(),
+                &fixture("catch.py"),
+                "SIGINT",
+                "SIGTERM",
+            ],
+        );
+        run.expect_out("ready");
+        run.signal(libc::SIGTERM);
+        run.expect_out("got SIGTERM");
+        // Exit 0: the handler exits 0.
+        assert_eq!(run.wait_code(), 0, "[{mode:?}]\n{}", run.transcript());
+    }
+}
+
+#[test]
+fn a_worker_that_ignores_sigint_is_killed_after_the_grace() {
+    for mode in modes("a_worker_that_ignores_sigint_is_killed") {
+        let mut run = Run::start(
+            mode,
+            &[
+                "--kill-timeout",
+                "1s",
+                "--",
+                python(),
+                &fixture("catch.py"),
+                "--ignore",
+                "SIGINT",
+            ],
+        );
+        run.expect_out("ready");
+        let t = Instant::now();
+        run.signal(libc::SIGTERM);
+        let code = run.wait_code();
+        let took = t.elapsed();
+        assert_eq!(
+            code,
+            137,
+            "[{mode:?}] SIGKILL needed: 137\n{}",
+            run.transcript()
+        );
+        // Loose on purpose: not before the grace, and not absurdly after.
+        assert!(
+            took >= Duration::from_millis(950),
+            "[{mode:?}] killed early: {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "[{mode:?}] killed late: {took:?}"
+        );
+        run.drain();
+        assert!(run.transcript().contains("SIGKILL"), "{}", run.transcript());
+    }
+}
+
+#[test]
+fn a_second_term_skips_the_rest_of_the_grace() {
+    for mode in modes("a_second_term_skips_the_rest_of_the_grace") {
+        let mut run = Run::start(
+            mode,
+            &[
+                "--kill-timeout",
+                "1h",
+                "--",
+                python(),
+                &fixture("catch.py"),
+                "--ignore",
+                "SIGINT",
+            ],
+        );
+        run.expect_out("ready");
+        run.signal(libc::SIGTERM);
+        run.expect_err("SIGKILL in 3600000 ms");
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 137, "[{mode:?}]\n{}", run.transcript());
+    }
+}
+
+#[test]
+fn grandchild_cleanup_finishes_before_pminit_exits() {
+    // tini #180: the worker dies at once on SIGINT; its grandchild needs
+    // 0.5 s to clean up. pminit must wait for it.
+    for mode in modes("grandchild_cleanup_finishes") {
+        let mut run = Run::start(mode, &["--", python(), &fixture("cleanup_grandchild.py")]);
+        run.expect_out("ready");
+        run.signal(libc::SIGTERM);
+        let code = run.wait_code();
+        run.drain();
+        assert!(
+            run.transcript().contains("out| cleanup done"),
+            "[{mode:?}] cleanup cut short:\n{}",
+            run.transcript()
+        );
+        assert_eq!(code, 0, "[{mode:?}]\n{}", run.transcript());
+    }
+}
+
+#[test]
+fn stop_delay_keeps_serving_before_the_stop_signal() {
+    for mode in modes("stop_delay_keeps_serving") {
+        let mut run = Run::start(
+            mode,
+            &[
+                "--stop-delay",
+                "700ms",
+                "--",
+                python(),
+                &fixture("catch.py"),
+                "SIGINT",
+                "SIGUSR1",
+            ],
+        );
+        run.expect_out("ready");
+        let t = Instant::now();
+        run.signal(libc::SIGTERM);
+        run.expect_err("still serving for 700 ms");
+        // Still serving: a forwarded signal is handled meanwhile.
+        run.signal(libc::SIGUSR1);
+        run.expect_out("got SIGUSR1");
+        run.expect_out("got SIGINT");
+        assert!(
+            t.elapsed() >= Duration::from_millis(650),
+            "stop signal came early"
+        );
+        assert_eq!(run.wait_code(), 0, "[{mode:?}]\n{}", run.transcript());
+    }
+}
