@@ -370,6 +370,9 @@ impl Supervisor {
             libc::SIGTERM | libc::SIGINT => self.request_stop(sig, now, out),
             // The shell reaps on every wake-up; nothing else to do.
             libc::SIGCHLD => {}
+            // Only pminit's own write to a closed pipe raises it: the write
+            // fails with EPIPE, which is all we need to know.
+            libc::SIGPIPE => {}
             libc::SIGTTIN => self.scale_up(out),
             libc::SIGTTOU => self.scale_down(now, out),
             _ => {
@@ -1181,6 +1184,7 @@ mod tests {
         let mut h = Harness::new(settings());
         h.start();
         assert!(effects(&h.feed(Event::Signal(libc::SIGCHLD), 10)).is_empty());
+        assert!(effects(&h.feed(Event::Signal(libc::SIGPIPE), 10)).is_empty());
     }
 
     #[test]

@@ -114,9 +114,19 @@ fn grandchild_cleanup_finishes_before_pminit_exits() {
     // 0.5 s to clean up. pminit must wait for it.
     for mode in modes("grandchild_cleanup_finishes") {
         let mut run = Run::start(mode, &["--", python(), &fixture("cleanup_grandchild.py")]);
-        run.expect_out("ready");
+        let ready = run.expect_out("ready");
+        let grandchild = field(&ready, "grandchild");
         run.signal(libc::SIGTERM);
         let code = run.wait_code();
+        // When pminit is gone, so is the grandchild: it was waited for. (In
+        // PID-1 mode the pid is the namespace's, so look only as subreaper.)
+        if mode == Mode::Subreaper {
+            let state = stat_fields(grandchild).map(|f| f[0].clone());
+            assert!(
+                state.is_none(),
+                "grandchild {grandchild} outlived pminit: {state:?}"
+            );
+        }
         run.drain();
         assert!(
             run.transcript().contains("out| cleanup done"),
