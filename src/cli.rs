@@ -9,6 +9,7 @@ use argh::FromArgs;
 use std::time::Duration;
 
 use crate::core::{Restart, Settings};
+use crate::listen::{self, Addr, Layout};
 use crate::log::Format;
 use crate::parse;
 
@@ -16,6 +17,22 @@ use crate::parse;
 /// gracefully (stop signal, grace, SIGKILL) and restarts workers that crash.
 #[derive(FromArgs, Debug, Default)]
 struct Args {
+    /// workers: N, max or 0 (the CPUs this container may use), -K (that minus K) (default 1)
+    #[argh(option, short = 'i')]
+    instances: Option<String>,
+
+    /// listen on PORT, HOST:PORT, [V6]:PORT or unix:PATH and hand the socket to every worker (repeatable)
+    #[argh(option, short = 'l')]
+    listen: Vec<String>,
+
+    /// shared (one socket, one accept queue) or per-worker (one SO_REUSEPORT socket per worker) (default per-worker)
+    #[argh(option)]
+    socket_layout: Option<String>,
+
+    /// do not inject the preload that makes Node's listen(PORT) use pminit's socket
+    #[argh(switch)]
+    no_preload: bool,
+
     /// grace between the stop signal and SIGKILL: 1600 (ms), 1600ms, 8s, 1m (default 8s)
     #[argh(option)]
     kill_timeout: Option<String>,
@@ -60,6 +77,9 @@ struct Args {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub settings: Settings,
+    pub listen: Vec<Addr>,
+    pub layout: Layout,
+    pub preload: bool,
     pub command: Vec<String>,
     pub log_format: Format,
     pub verbose: bool,
@@ -143,8 +163,41 @@ fn bool_env(value: &str) -> Option<bool> {
     }
 }
 
+fn bool_opt(
+    flag: bool,
+    name: &'static str,
+    env: &'static str,
+    getenv: &dyn Fn(&str) -> Option<String>,
+) -> Result<bool, CliError> {
+    if flag {
+        return Ok(true);
+    }
+    match getenv(env).filter(|v| !v.is_empty()) {
+        None => Ok(false),
+        Some(v) => bool_env(&v).ok_or_else(|| {
+            CliError(format!(
+                "{env} (for {name}): invalid value {v:?}: expected 1, true, yes, 0, false or no"
+            ))
+        }),
+    }
+}
+
+/// The CPUs this process may use: affinity and cgroup (v1 and v2) quota,
+/// as std computes them.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// Parses `args` (without argv[0]) with `getenv` for the `PMINIT_*` fallbacks.
 pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result<Parsed, CliError> {
+    parse_with_cpus(args, getenv, cpus())
+}
+
+fn parse_with_cpus(
+    args: &[String],
+    getenv: &dyn Fn(&str) -> Option<String>,
+    cpus: usize,
+) -> Result<Parsed, CliError> {
     let strs: Vec<&str> = args.iter().map(String::as_str).collect();
     let a = match Args::from_args(&["pminit"], &strs) {
         Ok(a) => a,
@@ -228,21 +281,50 @@ pub fn parse(args: &[String], getenv: &dyn Fn(&str) -> Option<String>) -> Result
             _ => return Err(bad(&src, &v, "text or json")),
         },
     };
-    let verbose = a.verbose
-        || match getenv("PMINIT_VERBOSE").filter(|v| !v.is_empty()) {
-            None => false,
-            Some(v) => bool_env(&v).ok_or_else(|| {
-                CliError(format!(
-                    "PMINIT_VERBOSE (for --verbose): invalid value {v:?}: expected 1, true, yes, 0, false or no"
-                ))
-            })?,
-        };
+    let verbose = bool_opt(a.verbose, "--verbose", "PMINIT_VERBOSE", getenv)?;
+    let preload = !bool_opt(a.no_preload, "--no-preload", "PMINIT_NO_PRELOAD", getenv)?;
+    let instances = match pick(a.instances, "--instances", "PMINIT_INSTANCES", getenv) {
+        None => 1,
+        Some((v, src)) => parse::instances(&v, cpus)
+            .ok_or_else(|| bad(&src, &v, parse::INSTANCES_FORMS))?,
+    };
+    let layout = match pick(a.socket_layout, "--socket-layout", "PMINIT_SOCKET_LAYOUT", getenv) {
+        None => Layout::PerWorker,
+        Some((v, src)) => match v.as_str() {
+            "shared" => Layout::Shared,
+            "per-worker" => Layout::PerWorker,
+            _ => return Err(bad(&src, &v, "shared or per-worker")),
+        },
+    };
+    // Repeated flags, or one variable with a comma- or space-separated list.
+    let (values, from_env) = if a.listen.is_empty() {
+        let v = getenv("PMINIT_LISTEN").unwrap_or_default();
+        let list: Vec<String> = v
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        (list, true)
+    } else {
+        (a.listen, false)
+    };
+    let mut listen_addrs = Vec::new();
+    for v in values {
+        let addr = listen::parse_addr(&v).map_err(|why| {
+            let name = if from_env { "PMINIT_LISTEN (for --listen)" } else { "--listen" };
+            CliError(format!("{name}: invalid value {v:?}: {why}"))
+        })?;
+        listen_addrs.push(addr);
+    }
     if a.command.is_empty() {
         return Err(CliError(format!("no command given; {USAGE}")));
     }
     Ok(Parsed::Run(Config {
+        listen: listen_addrs,
+        layout,
+        preload,
         settings: Settings {
-            instances: 1,
+            instances,
             stop_signal,
             kill_timeout,
             stop_delay,
@@ -268,7 +350,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         let getenv = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        match parse(&args, &getenv) {
+        match parse_with_cpus(&args, &getenv, 2) {
             Ok(Parsed::Run(c)) => Ok(c),
             Ok(Parsed::Print(p)) => Err(format!("PRINT {p}")),
             Err(CliError(m)) => Err(m),
@@ -404,6 +486,68 @@ mod tests {
                 &[("PMINIT_VERBOSE", "loud")],
                 &["PMINIT_VERBOSE", "\"loud\""],
             ),
+        ];
+        for (args, env, wants) in table {
+            let msg = run(args, env).expect_err(args);
+            assert!(!msg.trim_end().contains('\n'), "one line: {msg:?}");
+            for want in *wants {
+                assert!(msg.contains(want), "{args:?}: {msg:?} lacks {want:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn cluster_options() {
+        let c = run(
+            "-i max -l 3000 -l 127.0.0.1:3001 --listen unix:/tmp/a.sock --socket-layout shared --no-preload -- node index.js",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.settings.instances, 2);
+        assert_eq!(
+            c.listen,
+            vec![
+                Addr::AnyPort(3000),
+                Addr::Tcp("127.0.0.1:3001".parse().expect("addr")),
+                Addr::Unix("/tmp/a.sock".into())
+            ]
+        );
+        assert_eq!(c.layout, Layout::Shared);
+        assert!(!c.preload);
+
+        let c = run("-i -1 -- node index.js", &[]).expect("valid");
+        assert_eq!(c.settings.instances, 1);
+        assert_eq!(c.layout, Layout::PerWorker);
+        assert!(c.preload);
+
+        let env = [
+            ("PMINIT_INSTANCES", "4"),
+            ("PMINIT_LISTEN", "3000, [::1]:3001"),
+            ("PMINIT_SOCKET_LAYOUT", "shared"),
+            ("PMINIT_NO_PRELOAD", "1"),
+        ];
+        let c = run("-- node index.js", &env).expect("valid");
+        assert_eq!(c.settings.instances, 4);
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.layout, Layout::Shared);
+        assert!(!c.preload);
+        // Flags win over the list in the environment.
+        let c = run("-l 80 -- node index.js", &env).expect("valid");
+        assert_eq!(c.listen, vec![Addr::AnyPort(80)]);
+    }
+
+    #[test]
+    fn bad_cluster_values() {
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+        let table: &[Case] = &[
+            ("-i lots -- x", &[], &["--instances", "\"lots\"", "max"]),
+            ("-i 0.5 -- x", &[], &["--instances", "\"0.5\""]),
+            ("-l 70000 -- x", &[], &["--listen", "\"70000\"", "out of range"]),
+            ("-l abc -- x", &[], &["--listen", "\"abc\"", "HOST:PORT"]),
+            ("-l example.com:80 -- x", &[], &["--listen", "host names"]),
+            ("--socket-layout both -- x", &[], &["--socket-layout", "shared or per-worker"]),
+            ("-- x", &[("PMINIT_LISTEN", "3000,nope")], &["PMINIT_LISTEN", "\"nope\""]),
+            ("-- x", &[("PMINIT_INSTANCES", "-x")], &["PMINIT_INSTANCES", "\"-x\""]),
         ];
         for (args, env, wants) in table {
             let msg = run(args, env).expect_err(args);

@@ -104,6 +104,11 @@ pub enum Action {
     KillAll {
         workers: Vec<i32>,
     },
+    /// The slots whose worker now exists changed: steer new connections to
+    /// these (per-worker socket layout).
+    Steer {
+        slots: Vec<usize>,
+    },
     Log(Note),
     Exit(i32),
 }
@@ -256,6 +261,8 @@ pub struct Supervisor {
     /// The first exit code that explains the end of the run, if any.
     code: Option<i32>,
     killed: bool,
+    /// The slots last reported with Action::Steer.
+    steered: Vec<usize>,
 }
 
 /// Restart delay after the `n`-th quick death in a row (n >= 1).
@@ -274,6 +281,7 @@ impl Supervisor {
             phase: Phase::Running,
             code: None,
             killed: false,
+            steered: Vec::new(),
         }
     }
 
@@ -330,7 +338,24 @@ impl Supervisor {
             }
             Event::Tick => self.on_tick(now, &mut out),
         }
+        let live = self.steerable();
+        if live != self.steered && self.phase != Phase::Exited {
+            self.steered = live.clone();
+            out.push(Action::Steer { slots: live });
+        }
         out
+    }
+
+    /// Slots whose worker exists and is not being retired.
+    fn steerable(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| {
+                matches!(
+                    self.slots[i].state,
+                    SlotState::Starting | SlotState::Running { .. }
+                )
+            })
+            .collect()
     }
 
     /// Workers whose process exists (or is being created).
@@ -750,7 +775,7 @@ mod tests {
     fn effects(actions: &[Action]) -> Vec<Action> {
         actions
             .iter()
-            .filter(|a| !matches!(a, Action::Log(_)))
+            .filter(|a| !matches!(a, Action::Log(_) | Action::Steer { .. }))
             .cloned()
             .collect()
     }
@@ -1327,6 +1352,39 @@ mod tests {
             1,
         );
         assert!(effects(&a).contains(&Action::KillAll { workers: vec![101] }));
+    }
+
+    fn steered(actions: &[Action]) -> Option<Vec<usize>> {
+        actions.iter().rev().find_map(|a| match a {
+            Action::Steer { slots } => Some(slots.clone()),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn connections_are_steered_away_from_a_slot_while_its_worker_is_down() {
+        let mut h = Harness::new(Settings {
+            instances: 3,
+            ..settings()
+        });
+        assert_eq!(steered(&h.start()), Some(vec![0, 1, 2]));
+        // Slot 1 dies quickly: out until its replacement is spawned.
+        let a = h.feed(
+            Event::Exited {
+                pid: 102,
+                status: Status::Signal(KILL),
+            },
+            10,
+        );
+        assert_eq!(steered(&a), Some(vec![0, 2]));
+        assert_eq!(steered(&h.feed(Event::Tick, 110)), Some(vec![0, 1, 2]));
+        // Nothing changed: no new program.
+        assert_eq!(steered(&h.feed(Event::Signal(libc::SIGUSR1), 120)), None);
+        // A retiring slot gets no new connections.
+        assert_eq!(
+            steered(&h.feed(Event::Signal(libc::SIGTTOU), 130)),
+            Some(vec![0, 1])
+        );
     }
 
     #[test]

@@ -18,7 +18,8 @@ use std::time::Instant;
 
 use crate::cli::Config;
 use crate::core::{Action, Event, Supervisor};
-use crate::spawn::{self, Worker};
+use crate::listen::{Addr, Sockets};
+use crate::spawn::{self, Launcher, Program};
 use crate::{log, parse, sys};
 
 /// A start-up failure: nothing is running yet, so pminit exits with `code`.
@@ -43,7 +44,26 @@ impl StartError {
     }
 }
 
-pub fn run(mut config: Config) -> Result<i32, StartError> {
+/// The addresses to bind: `--listen`, else `$PORT` for a Node command.
+fn addresses(config: &Config, program: &Program) -> Result<Vec<Addr>, StartError> {
+    if !config.listen.is_empty() || !program.is_node {
+        return Ok(config.listen.clone());
+    }
+    let Some(port) = std::env::var("PORT").ok().filter(|p| !p.is_empty()) else {
+        return Ok(Vec::new());
+    };
+    match port.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(vec![Addr::AnyPort(p)]),
+        _ => Err(StartError {
+            code: 2,
+            message: format!(
+                "PORT: invalid value {port:?}: expected a port 1-65535 (pminit binds $PORT for a Node command when --listen is not given)"
+            ),
+        }),
+    }
+}
+
+pub fn run(config: Config) -> Result<i32, StartError> {
     sys::reset_dispositions();
     let sigfd = sys::signalfd().map_err(|e| StartError::setup("set up signal handling", e))?;
     let me = std::process::id() as i32;
@@ -55,10 +75,18 @@ pub fn run(mut config: Config) -> Result<i32, StartError> {
         }
     }
     sys::cloexec_inherited_fds();
-    config.settings.interactive = sys::isatty(libc::STDIN_FILENO);
-    let interactive = config.settings.interactive;
+    let program = Program::resolve(&config.command).map_err(|e| StartError {
+        code: spawn::exec_failure(&e).code(),
+        message: format!("cannot run {:?}: {e}", config.command[0]),
+    })?;
+    let addrs = addresses(&config, &program)?;
+    let sockets = Sockets::bind(&addrs, config.layout, config.settings.instances)
+        .map_err(|message| StartError { code: 1, message })?;
+    let mut settings = config.settings;
+    settings.interactive = sys::isatty(libc::STDIN_FILENO);
+    let mut launcher = Launcher::new(program, sockets, config.preload, settings.interactive);
 
-    let mut sup = Supervisor::new(config.settings);
+    let mut sup = Supervisor::new(settings);
     let mut queue = VecDeque::from([Event::Start]);
     let mut started = false;
     loop {
@@ -66,33 +94,26 @@ pub fn run(mut config: Config) -> Result<i32, StartError> {
             let mut follow = Vec::new();
             for action in sup.handle(event, Instant::now()) {
                 match action {
-                    Action::Spawn { slot } => {
-                        let worker = Worker {
-                            argv: &config.command,
-                            slot,
-                            take_terminal: interactive && slot == 0,
-                        };
-                        match spawn::spawn(&worker) {
-                            Ok(pid) => {
-                                started = true;
-                                follow.push(Event::Spawned { slot, pid });
-                            }
-                            Err(e) if !started => {
-                                return Err(StartError {
-                                    code: spawn::exec_failure(&e).code(),
-                                    message: format!("cannot run {:?}: {e}", config.command[0]),
-                                });
-                            }
-                            Err(e) => {
-                                log::warn(&format!(
-                                    "cannot start worker {slot} ({:?}): {e}",
-                                    config.command[0]
-                                ));
-                                let status = spawn::exec_failure(&e);
-                                follow.push(Event::SpawnFailed { slot, status });
-                            }
+                    Action::Spawn { slot } => match launcher.start(slot) {
+                        Ok(pid) => {
+                            started = true;
+                            follow.push(Event::Spawned { slot, pid });
                         }
-                    }
+                        Err(e) if !started => {
+                            return Err(StartError {
+                                code: spawn::exec_failure(&e).code(),
+                                message: format!("cannot run {:?}: {e}", launcher.program.name),
+                            });
+                        }
+                        Err(e) => {
+                            log::warn(&format!(
+                                "cannot start worker {slot} ({:?}): {e}",
+                                launcher.program.name
+                            ));
+                            let status = spawn::exec_failure(&e);
+                            follow.push(Event::SpawnFailed { slot, status });
+                        }
+                    },
                     Action::SignalGroup { pgid, signal } => {
                         if let Err(e) = sys::signal_group(pgid, signal) {
                             log::warn(&format!(
@@ -107,6 +128,11 @@ pub fn run(mut config: Config) -> Result<i32, StartError> {
                         }
                     }
                     Action::KillAll { workers } => kill_all(pid1, me, &workers),
+                    Action::Steer { slots } => {
+                        if let Err(e) = launcher.sockets.steer(&slots) {
+                            log::warn(&format!("cannot steer connections to workers {slots:?}: {e}"));
+                        }
+                    }
                     Action::Log(note) => log::note(&note),
                     Action::Exit(code) => return Ok(code),
                 }

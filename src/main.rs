@@ -3,7 +3,9 @@
 mod cli;
 mod core;
 mod event_loop;
+mod listen;
 mod log;
+mod node;
 mod parse;
 mod spawn;
 mod sys;

@@ -13,6 +13,23 @@ pub const SIGNAL_FORMS: &str = "a signal: INT, SIGINT, 2, RTMIN+3";
 #[allow(dead_code)] // --max-memory SIZE arrives with the reload work
 pub const SIZE_FORMS: &str = "a size: 1048576 (bytes), 512K, 512M, 1G or 1.5G (powers of 1024)";
 
+/// What `--instances` accepts, for error messages.
+pub const INSTANCES_FORMS: &str =
+    "a number of workers (1-1024), max or 0 (one per CPU this container may use), or -K (that minus K, at least 1)";
+
+/// INSTANCES: `4`, `max` or `0` (= `cpus`), `-1` (= `cpus - 1`, at least 1).
+pub fn instances(s: &str, cpus: usize) -> Option<usize> {
+    let s = s.trim();
+    if s == "max" || s == "0" {
+        return Some(cpus.max(1));
+    }
+    if let Some(k) = s.strip_prefix('-') {
+        let k: usize = k.parse().ok().filter(|&k| k > 0)?;
+        return Some(cpus.saturating_sub(k).max(1));
+    }
+    s.parse::<usize>().ok().filter(|n| (1..=1024).contains(n))
+}
+
 /// The longest duration we accept: a year. Anything longer is a typo, and it
 /// keeps `Instant + Duration` far from overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
@@ -207,6 +224,31 @@ mod tests {
         ];
         for (input, want) in table {
             assert_eq!(duration(input), *want, "duration({input:?})");
+        }
+    }
+
+    #[test]
+    fn instance_counts() {
+        // (input, cpus, want)
+        let table: &[(&str, usize, Option<usize>)] = &[
+            ("4", 2, Some(4)),
+            ("1", 8, Some(1)),
+            ("1024", 2, Some(1024)),
+            ("1025", 2, None),
+            ("max", 2, Some(2)),
+            ("0", 6, Some(6)),
+            ("max", 0, Some(1)),
+            ("-1", 4, Some(3)),
+            ("-1", 2, Some(1)),
+            ("-3", 2, Some(1)),
+            ("-0", 2, None),
+            ("-", 2, None),
+            ("many", 2, None),
+            ("", 2, None),
+            ("2.5", 2, None),
+        ];
+        for (input, cpus, want) in table {
+            assert_eq!(instances(input, *cpus), *want, "instances({input:?}, {cpus})");
         }
     }
 

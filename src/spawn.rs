@@ -1,65 +1,387 @@
-//! Starting a worker: its own process group, default signal dispositions, an
-//! empty signal mask, the caller's cwd, fds 0-2 only (everything else pminit
-//! holds or inherited is close-on-exec), and the terminal's foreground group
-//! when it is the interactive worker.
+//! Starting a worker.
+//!
+//! A worker gets: its own process group; every signal at its default action
+//! and an empty mask; pminit's cwd; fds 0-2 plus the listening sockets as
+//! 3, 4, ... (everything else pminit holds or inherited is close-on-exec);
+//! systemd's `LISTEN_FDS`/`LISTEN_PID`/`LISTEN_FDNAMES`; its slot in
+//! `PMINIT_WORKER` and `NODE_APP_INSTANCE`; for Node, the preload; and the
+//! terminal's foreground group when it is the interactive worker.
+//!
+//! pminit forks and execs itself rather than using std::process::Command,
+//! because `LISTEN_PID` must be the worker's own pid, known only after the
+//! fork. Everything the child touches is allocated before the fork; the
+//! child only calls async-signal-safe functions and writes into that memory.
 
+use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
 
 use crate::core::Status;
-use crate::sys;
+use crate::listen::Sockets;
+use crate::{node, sys};
 
-pub struct Worker<'a> {
-    pub argv: &'a [String],
-    pub slot: usize,
-    /// Make this worker's group the terminal's foreground group (stdin is a tty).
-    pub take_terminal: bool,
+/// The command, resolved once at start-up.
+pub struct Program {
+    path: CString,
+    argv: Vec<CString>,
+    /// argv[0] as the user wrote it, for messages.
+    pub name: String,
+    pub is_node: bool,
 }
 
-/// Runs `w.argv` and returns its pid. The error is exec's: the command is
-/// missing or not executable.
-pub fn spawn(w: &Worker<'_>) -> io::Result<i32> {
-    let (program, args) = w
-        .argv
-        .split_first()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .process_group(0)
-        .env("PMINIT_WORKER", w.slot.to_string())
-        .env("NODE_APP_INSTANCE", w.slot.to_string());
-    let take_terminal = w.take_terminal;
-    // SAFETY: the closure runs in the forked child before exec. It allocates
-    // nothing and calls only async-signal-safe functions (sigaction,
-    // sigprocmask, tcsetpgrp, getpid).
-    unsafe {
-        cmd.pre_exec(move || {
-            if take_terminal {
-                // We are a background group until this call succeeds, and a
-                // background tcsetpgrp raises SIGTTOU: ignore it meanwhile.
-                let mut ign: libc::sigaction = std::mem::zeroed();
-                ign.sa_sigaction = libc::SIG_IGN;
-                libc::sigaction(libc::SIGTTOU, &ign, std::ptr::null_mut());
-                // Fails harmlessly when the tty is not our controlling terminal.
-                libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
-            }
-            sys::reset_dispositions();
-            sys::unblock_all();
-            Ok(())
-        });
+/// Variables pminit sets itself; inherited values are dropped.
+const OWN_VARS: &[&str] = &[
+    "LISTEN_FDS",
+    "LISTEN_PID",
+    "LISTEN_FDNAMES",
+    "PMINIT_WORKER",
+    "NODE_APP_INSTANCE",
+    node::LISTEN_VAR,
+];
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
+}
+
+impl Program {
+    /// Finds `argv[0]` as execvp would: as given when it holds a `/`, else
+    /// in `$PATH`. ENOENT when nowhere, EACCES when only non-executables.
+    pub fn resolve(argv: &[String]) -> io::Result<Program> {
+        let name = argv
+            .first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
+        let path = if name.contains('/') {
+            PathBuf::from(name)
+        } else {
+            search_path(name, std::env::var_os("PATH").as_deref())?
+        };
+        Ok(Program {
+            path: cstring(path.as_os_str().as_bytes())?,
+            argv: argv.iter().map(|a| cstring(a.as_bytes())).collect::<io::Result<_>>()?,
+            name: name.clone(),
+            is_node: node::is_node_command(name),
+        })
     }
-    let child = cmd.spawn()?;
-    // The Child handle is dropped without waiting: pminit reaps every child
-    // with waitpid(-1) in its loop.
-    Ok(child.id() as i32)
 }
 
-/// The shell's exit code for a failed exec: 127 when there is no such file,
-/// 126 when it exists but cannot be executed.
+fn search_path(name: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
+    let default = OsStr::new("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+    let mut denied = false;
+    for dir in std::env::split_paths(path_var.unwrap_or(default)) {
+        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let candidate = dir.join(name);
+        if !candidate.is_file() {
+            continue;
+        }
+        if executable(&candidate) {
+            return Ok(candidate);
+        }
+        denied = true;
+    }
+    Err(io::Error::from_raw_os_error(if denied { libc::EACCES } else { libc::ENOENT }))
+}
+
+fn executable(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid NUL-terminated string for the call's duration.
+    unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// What pminit needs to start any slot's worker.
+pub struct Launcher {
+    pub program: Program,
+    /// pminit's environment less the variables it sets itself.
+    base_env: Vec<(OsString, OsString)>,
+    user_node_options: Option<String>,
+    pub sockets: Sockets,
+    preload: bool,
+    /// stdin is a terminal: slot 0 takes the foreground group.
+    pub interactive: bool,
+}
+
+impl Launcher {
+    pub fn new(program: Program, sockets: Sockets, preload: bool, interactive: bool) -> Launcher {
+        let base_env = std::env::vars_os()
+            .filter(|(k, _)| {
+                let own = OWN_VARS.iter().any(|v| k == v);
+                !own && !(k == "NODE_OPTIONS" && program.is_node && preload)
+            })
+            .collect();
+        Launcher {
+            user_node_options: std::env::var("NODE_OPTIONS").ok(),
+            program,
+            base_env,
+            sockets,
+            preload,
+            interactive,
+        }
+    }
+
+    /// Whether Node workers get the preload (Node, sockets, not turned off).
+    fn preloading(&self) -> bool {
+        self.program.is_node && self.preload && !self.sockets.is_empty()
+    }
+
+    /// Starts the worker of `slot` and returns its pid.
+    pub fn start(&mut self, slot: usize) -> io::Result<i32> {
+        let fds = self.sockets.fds_for(slot)?;
+        let mut env: Vec<(OsString, OsString)> = self.base_env.clone();
+        let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
+        set("PMINIT_WORKER", slot.to_string());
+        set("NODE_APP_INSTANCE", slot.to_string());
+        if !fds.is_empty() {
+            set("LISTEN_FDS", fds.len().to_string());
+            set("LISTEN_FDNAMES", self.sockets.names());
+        }
+        if self.preloading() {
+            set("NODE_OPTIONS", node::node_options(self.user_node_options.as_deref()));
+            set(node::LISTEN_VAR, node::listen_map(&fds));
+        }
+        let raw_fds: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
+        spawn(&Plan {
+            program: &self.program,
+            env,
+            fds: &raw_fds,
+            listen_pid: !raw_fds.is_empty(),
+            take_terminal: self.interactive && slot == 0,
+        })
+    }
+}
+
+struct Plan<'a> {
+    program: &'a Program,
+    env: Vec<(OsString, OsString)>,
+    /// Become fds 3, 4, ... in the child.
+    fds: &'a [RawFd],
+    /// Add LISTEN_PID=<the child's pid>.
+    listen_pid: bool,
+    take_terminal: bool,
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+fn spawn(plan: &Plan<'_>) -> io::Result<i32> {
+    // --- everything the child uses, allocated before fork ---
+    let mut env: Vec<Vec<u8>> = plan
+        .env
+        .iter()
+        .map(|(k, v)| {
+            let mut e = k.clone().into_vec();
+            e.push(b'=');
+            e.extend_from_slice(v.as_bytes());
+            e.retain(|&b| b != 0);
+            e.push(0);
+            e
+        })
+        .collect();
+    if plan.listen_pid {
+        // Room for any pid's digits and the NUL; filled in by the child.
+        let mut e = LISTEN_PID_PREFIX.to_vec();
+        e.resize(LISTEN_PID_PREFIX.len() + 12, 0);
+        env.push(e);
+    }
+    let pid_digits: *mut u8 = if plan.listen_pid {
+        let last = env.len() - 1;
+        // SAFETY: the entry is LISTEN_PID_PREFIX plus 12 bytes; the offset is
+        // inside it. Vec::as_mut_ptr does not create a reference to the
+        // contents, so the pointers taken below stay valid alongside it.
+        unsafe { env[last].as_mut_ptr().add(LISTEN_PID_PREFIX.len()) }
+    } else {
+        std::ptr::null_mut()
+    };
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr().cast()).collect();
+    envp.push(std::ptr::null());
+    let mut argv: Vec<*const libc::c_char> = plan.program.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut parked: Vec<libc::c_int> = vec![-1; plan.fds.len()];
+
+    let mut pipe = [0; 2];
+    // SAFETY: pipe2 writes two fds into the array we pass.
+    if unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let [report_read, report_write] = pipe;
+    let child = ChildPlan {
+        path: plan.program.path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        fds: plan.fds.as_ptr(),
+        parked: parked.as_mut_ptr(),
+        nfds: plan.fds.len(),
+        pid_digits,
+        take_terminal: plan.take_terminal,
+        report: report_write,
+    };
+
+    // SAFETY: pminit is single-threaded, so the child is a full copy with
+    // no lock held by another thread; it runs only `run_child`.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: we are the freshly forked child; `child` points into
+        // memory this process owns (a copy of the parent's).
+        unsafe { run_child(&child) }
+    }
+    // SAFETY: closing the write end we own; the child has its own copy.
+    unsafe { libc::close(report_write) };
+    if pid < 0 {
+        let e = io::Error::last_os_error();
+        // SAFETY: closing the read end we own.
+        unsafe { libc::close(report_read) };
+        return Err(e);
+    }
+    // SAFETY: setpgid has no memory-safety preconditions. Doing it in the
+    // parent too closes the race with a signal to the group; the error once
+    // the child has exec'd (EACCES) is expected.
+    unsafe { libc::setpgid(pid, pid) };
+
+    // The child reports an errno if a step before exec fails; exec closes
+    // the pipe (close-on-exec), so EOF means the program runs.
+    let mut errno = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        // SAFETY: reading into the unfilled tail of `errno`.
+        let n = unsafe {
+            libc::read(report_read, errno[got..].as_mut_ptr().cast(), 4 - got)
+        };
+        if n > 0 {
+            got += n as usize;
+        } else if n == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break;
+        }
+    }
+    // SAFETY: closing the read end we own.
+    unsafe { libc::close(report_read) };
+    drop((env, envp, argv, parked));
+    if got == 4 {
+        let mut status = 0;
+        // SAFETY: reaping our own child, which exits right after reporting.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
+    }
+    Ok(pid)
+}
+
+struct ChildPlan {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    fds: *const RawFd,
+    parked: *mut libc::c_int,
+    nfds: usize,
+    pid_digits: *mut u8,
+    take_terminal: bool,
+    report: RawFd,
+}
+
+/// Sends errno to the parent and exits. Async-signal-safe.
+unsafe fn fail(report: RawFd) -> ! {
+    let errno = *libc::__errno_location();
+    let bytes = errno.to_ne_bytes();
+    libc::write(report, bytes.as_ptr().cast(), bytes.len());
+    libc::_exit(127)
+}
+
+/// The child between fork and exec: no allocation, async-signal-safe calls.
+unsafe fn run_child(c: &ChildPlan) -> ! {
+    if libc::setpgid(0, 0) != 0 {
+        fail(c.report);
+    }
+    if c.take_terminal {
+        // We are a background group until this call succeeds, and a
+        // background tcsetpgrp raises SIGTTOU: ignore it meanwhile. Fails
+        // harmlessly when the tty is not our controlling terminal.
+        let mut ign: libc::sigaction = std::mem::zeroed();
+        ign.sa_sigaction = libc::SIG_IGN;
+        libc::sigaction(libc::SIGTTOU, &ign, std::ptr::null_mut());
+        libc::tcsetpgrp(libc::STDIN_FILENO, libc::getpid());
+    }
+    // Listening sockets to 3, 4, ...: first park every source above the
+    // target range, so no source is overwritten before it is moved.
+    let first = 3 + c.nfds as libc::c_int;
+    for i in 0..c.nfds {
+        let fd = libc::fcntl(*c.fds.add(i), libc::F_DUPFD_CLOEXEC, first);
+        if fd < 0 {
+            fail(c.report);
+        }
+        *c.parked.add(i) = fd;
+    }
+    for i in 0..c.nfds {
+        // dup2 leaves the new fd without close-on-exec: it is inherited.
+        if libc::dup2(*c.parked.add(i), 3 + i as libc::c_int) < 0 {
+            fail(c.report);
+        }
+    }
+    sys::reset_dispositions();
+    sys::unblock_all();
+    if !c.pid_digits.is_null() {
+        write_decimal(c.pid_digits, libc::getpid() as u32);
+    }
+    libc::execve(c.path, c.argv, c.envp);
+    fail(c.report)
+}
+
+/// Writes `n` in decimal plus a NUL at `at` (room for 11 bytes needed).
+unsafe fn write_decimal(at: *mut u8, mut n: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        *at.add(i) = digits[len - 1 - i];
+    }
+    *at.add(len) = 0;
+}
+
+/// The shell's exit code for a command that cannot run: 127 when there is
+/// no such file, 126 when it exists but cannot be executed.
 pub fn exec_failure(err: &io::Error) -> Status {
     match err.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENOTDIR) => Status::Code(127),
         _ => Status::Code(126),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_pids() {
+        for (n, want) in [(0u32, "0"), (7, "7"), (4_194_304, "4194304"), (u32::MAX, "4294967295")] {
+            let mut buf = [0xffu8; 12];
+            // SAFETY: 12 bytes is room for 10 digits and the NUL.
+            unsafe { write_decimal(buf.as_mut_ptr(), n) };
+            let end = buf.iter().position(|&b| b == 0).expect("NUL");
+            assert_eq!(std::str::from_utf8(&buf[..end]).expect("ascii"), want);
+        }
+    }
+
+    #[test]
+    fn path_search() {
+        let dir = std::env::temp_dir().join(format!("pminit-path-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp");
+        let plain = dir.join("plain");
+        std::fs::write(&plain, "x").expect("write");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let path = OsString::from(format!("/nonexistent:{}:/bin", dir.display()));
+        assert_eq!(search_path("sh", Some(&path)).expect("found"), PathBuf::from("/bin/sh"));
+        let err = search_path("no-such-thing", Some(&path)).expect_err("missing");
+        assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
+        // Found but not executable (access(X_OK) refuses a file with no x
+        // bit even to root): EACCES, so the caller exits 126.
+        let err = search_path("plain", Some(&path)).map(|_| ()).expect_err("not executable");
+        assert!(matches!(err.raw_os_error(), Some(libc::EACCES)), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -1,0 +1,397 @@
+//! Listening sockets pminit owns and hands to its workers.
+//!
+//! pminit binds every `--listen` address before any worker starts, so a bind
+//! failure is a start-up error, and keeps its own copy for its whole life, so
+//! a connection the kernel has queued survives any worker's exit.
+//!
+//! Two layouts:
+//! - `shared`: one socket per address, the same one in every worker: one
+//!   accept queue that every worker accepts from.
+//! - `per-worker`: one `SO_REUSEPORT` socket per address and slot, inherited
+//!   by that slot's every replacement. The kernel spreads new connections
+//!   over the group; a classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`)
+//!   steers them to the slots whose worker is running, so a slot whose
+//!   worker is down gets none while it is down.
+
+use nix::sys::socket::{
+    bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
+    SockaddrIn, SockaddrIn6, UnixAddr,
+};
+use std::fmt;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::path::PathBuf;
+
+/// What `--listen` accepts, for error messages.
+pub const ADDR_FORMS: &str = "PORT, HOST:PORT, [V6]:PORT or unix:PATH (HOST an IP address, * or localhost; PORT 1-65535)";
+
+/// Node's default, and enough for bursts of new connections.
+const BACKLOG: i32 = 511;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Addr {
+    /// `PORT` or `*:PORT`: every interface, IPv6 and IPv4 when the host has
+    /// IPv6, else IPv4.
+    AnyPort(u16),
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::AnyPort(p) => write!(f, "{p}"),
+            Addr::Tcp(sa) => write!(f, "{sa}"),
+            Addr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+fn port(s: &str) -> Result<u16, String> {
+    match s.parse::<u32>() {
+        Ok(p @ 1..=65535) => Ok(p as u16),
+        Ok(p) => Err(format!("port {p} is out of range 1-65535")),
+        Err(_) => Err(format!("expected {ADDR_FORMS}")),
+    }
+}
+
+/// Parses one `--listen` value; the error says what is wrong with it.
+pub fn parse_addr(s: &str) -> Result<Addr, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err("unix: needs a path, as in unix:/run/app.sock".to_string());
+        }
+        return Ok(Addr::Unix(PathBuf::from(path)));
+    }
+    if !s.contains(':') {
+        return port(s).map(Addr::AnyPort);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (ip, p) = rest
+            .split_once("]:")
+            .ok_or_else(|| format!("expected {ADDR_FORMS}"))?;
+        let ip: Ipv6Addr = ip
+            .parse()
+            .map_err(|_| format!("{ip:?} is not an IPv6 address"))?;
+        return Ok(Addr::Tcp(SocketAddr::V6(SocketAddrV6::new(ip, port(p)?, 0, 0))));
+    }
+    let (host, p) = s
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected {ADDR_FORMS}"))?;
+    let p = port(p)?;
+    let ip: IpAddr = match host {
+        "*" | "" => return Ok(Addr::AnyPort(p)),
+        // A static glibc cannot resolve names (no NSS); this one is certain.
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h if h.contains(':') => {
+            return Err(format!("write an IPv6 address in brackets: [{h}]:{p}"))
+        }
+        h => h
+            .parse()
+            .map_err(|_| format!("{h:?} is not an IP address (pminit does not resolve host names)"))?,
+    };
+    Ok(Addr::Tcp(SocketAddr::new(ip, p)))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    Shared,
+    PerWorker,
+}
+
+/// One `--listen` address and the socket(s) bound to it.
+struct Listener {
+    addr: Addr,
+    /// The shared socket; also the only one for unix: addresses.
+    shared: Option<OwnedFd>,
+    /// per-worker layout: slot i's socket at i (its index in the group).
+    per_slot: Vec<OwnedFd>,
+    /// The address actually bound (AnyPort resolves to [::] or 0.0.0.0).
+    bound: Option<SocketAddr>,
+}
+
+pub struct Sockets {
+    listeners: Vec<Listener>,
+}
+
+/// What a Node worker's preload needs to know about one fd.
+pub struct FdInfo {
+    pub fd: RawFd,
+    pub port: Option<u16>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+}
+
+fn tcp_socket(sa: SocketAddr, dual_stack: bool) -> nix::Result<OwnedFd> {
+    let family = match sa {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    setsockopt(&fd, sockopt::ReusePort, &true)?;
+    match sa {
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4))?,
+        SocketAddr::V6(v6) => {
+            if dual_stack {
+                setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+            }
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))?
+        }
+    }
+    listen(&fd, Backlog::new(BACKLOG)?)?;
+    Ok(fd)
+}
+
+/// Binds `addr` (TCP); for AnyPort, dual-stack [::] where IPv6 exists.
+fn bind_tcp(addr: &Addr) -> nix::Result<(OwnedFd, SocketAddr)> {
+    match addr {
+        Addr::AnyPort(p) => {
+            let v6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, *p, 0, 0));
+            match tcp_socket(v6, true) {
+                Ok(fd) => Ok((fd, v6)),
+                Err(nix::errno::Errno::EAFNOSUPPORT) | Err(nix::errno::Errno::EADDRNOTAVAIL) => {
+                    let v4 = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, *p));
+                    tcp_socket(v4, false).map(|fd| (fd, v4))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Addr::Tcp(sa) => tcp_socket(*sa, false).map(|fd| (fd, *sa)),
+        Addr::Unix(_) => Err(nix::errno::Errno::EINVAL),
+    }
+}
+
+fn bind_unix(path: &std::path::Path) -> io::Result<OwnedFd> {
+    // A socket file left by an earlier run would make bind fail; anything
+    // else at that path is not ours to remove.
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            std::fs::remove_file(path)?;
+        }
+    }
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    listen(&fd, Backlog::new(BACKLOG)?)?;
+    Ok(fd)
+}
+
+impl Sockets {
+    /// Binds every address before any worker starts: per-worker layout, one
+    /// socket per slot. The error names the address.
+    pub fn bind(addrs: &[Addr], layout: Layout, slots: usize) -> Result<Sockets, String> {
+        let mut listeners = Vec::new();
+        for addr in addrs {
+            let fail = |e: &dyn fmt::Display| format!("--listen {addr}: cannot bind: {e}");
+            let mut l = Listener {
+                addr: addr.clone(),
+                shared: None,
+                per_slot: Vec::new(),
+                bound: None,
+            };
+            match addr {
+                Addr::Unix(path) => l.shared = Some(bind_unix(path).map_err(|e| fail(&e))?),
+                _ if layout == Layout::Shared => {
+                    let (fd, bound) = bind_tcp(addr).map_err(|e| fail(&e))?;
+                    l.shared = Some(fd);
+                    l.bound = Some(bound);
+                }
+                _ => {
+                    for _ in 0..slots.max(1) {
+                        let (fd, bound) = bind_tcp(addr).map_err(|e| fail(&e))?;
+                        l.per_slot.push(fd);
+                        l.bound = Some(bound);
+                    }
+                }
+            }
+            listeners.push(l);
+        }
+        Ok(Sockets { listeners })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.listeners.is_empty()
+    }
+
+    /// The fds slot `slot` gets, in `--listen` order (they become 3, 4, ...).
+    /// A per-worker slot beyond those bound so far (TTIN) gets new sockets.
+    pub fn fds_for(&mut self, slot: usize) -> io::Result<Vec<FdInfo>> {
+        let mut out = Vec::new();
+        for l in &mut self.listeners {
+            let fd = match &l.shared {
+                Some(fd) => fd.as_raw_fd(),
+                None => {
+                    while l.per_slot.len() <= slot {
+                        let (fd, _) = bind_tcp(&l.addr)?;
+                        l.per_slot.push(fd);
+                    }
+                    l.per_slot[slot].as_raw_fd()
+                }
+            };
+            out.push(FdInfo {
+                fd,
+                port: l.bound.map(|b| b.port()),
+                host: l.bound.map(|b| b.ip().to_string()),
+                path: match &l.addr {
+                    Addr::Unix(p) => Some(p.to_string_lossy().into_owned()),
+                    _ => None,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// `LISTEN_FDNAMES`: the port for TCP, the path for unix sockets
+    /// (systemd's separator `:` replaced by `_`).
+    pub fn names(&self) -> String {
+        self.listeners
+            .iter()
+            .map(|l| match (&l.addr, l.bound) {
+                (Addr::Unix(p), _) => p.to_string_lossy().replace(':', "_"),
+                (_, Some(b)) => b.port().to_string(),
+                (a, None) => a.to_string().replace(':', "_"),
+            })
+            .collect::<Vec<_>>()
+            .join(":")
+    }
+
+    /// per-worker layout: new connections go only to the sockets of `live`
+    /// slots. With none live, the kernel's own hash decides (connections
+    /// wait in the queues for the replacements).
+    pub fn steer(&self, live: &[usize]) -> io::Result<()> {
+        for l in &self.listeners {
+            let Some(first) = l.per_slot.first() else {
+                continue;
+            };
+            let live: Vec<u32> = live
+                .iter()
+                .filter(|&&s| s < l.per_slot.len())
+                .map(|&s| s as u32)
+                .collect();
+            let mut prog = steering_program(&live);
+            let fprog = libc::sock_fprog {
+                len: prog.len() as u16,
+                filter: prog.as_mut_ptr(),
+            };
+            setsockopt(&first.as_fd(), sockopt::AttachReusePortCbpf, &fprog)?;
+        }
+        Ok(())
+    }
+}
+
+/// A classic BPF program for a reuseport group: a random number modulo the
+/// count of live slots picks one of them; its result is the socket's index
+/// in the group, which is its slot. An index past the group's end makes the
+/// kernel fall back to its hash.
+pub fn steering_program(live: &[u32]) -> Vec<libc::sock_filter> {
+    const SKF_AD_RANDOM: i32 = 56;
+    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    if live.is_empty() {
+        return vec![ins(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX)];
+    }
+    let mut p = vec![
+        ins(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            0,
+            0,
+            (libc::SKF_AD_OFF + SKF_AD_RANDOM) as u32,
+        ),
+        ins(
+            libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K,
+            0,
+            0,
+            live.len() as u32,
+        ),
+    ];
+    for (i, &slot) in live.iter().enumerate() {
+        // if A == i: return slot, else skip that return
+        p.push(ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, i as u32));
+        p.push(ins(libc::BPF_RET | libc::BPF_K, 0, 0, slot));
+    }
+    p.push(ins(libc::BPF_RET | libc::BPF_K, 0, 0, live[0]));
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        let v4 = |s: &str| Addr::Tcp(s.parse().expect("valid"));
+        let table: &[(&str, Result<Addr, &str>)] = &[
+            ("3000", Ok(Addr::AnyPort(3000))),
+            ("*:80", Ok(Addr::AnyPort(80))),
+            (":80", Ok(Addr::AnyPort(80))),
+            ("127.0.0.1:3000", Ok(v4("127.0.0.1:3000"))),
+            ("0.0.0.0:8080", Ok(v4("0.0.0.0:8080"))),
+            ("localhost:3000", Ok(v4("127.0.0.1:3000"))),
+            ("[::1]:3000", Ok(v4("[::1]:3000"))),
+            ("[::]:443", Ok(v4("[::]:443"))),
+            ("unix:/run/app.sock", Ok(Addr::Unix("/run/app.sock".into()))),
+            ("0", Err("out of range")),
+            ("65536", Err("out of range")),
+            ("abc", Err("PORT, HOST:PORT")),
+            ("", Err("PORT, HOST:PORT")),
+            ("1.2.3.4:", Err("PORT, HOST:PORT")),
+            ("1.2.3.4:99999", Err("out of range")),
+            ("example.com:80", Err("does not resolve host names")),
+            ("::1:3000", Err("brackets")),
+            ("[::1]3000", Err("PORT, HOST:PORT")),
+            ("[zz]:3000", Err("not an IPv6 address")),
+            ("unix:", Err("needs a path")),
+        ];
+        for (input, want) in table {
+            match (parse_addr(input), want) {
+                (Ok(got), Ok(want)) => assert_eq!(&got, want, "{input:?}"),
+                (Err(got), Err(want)) => assert!(got.contains(want), "{input:?}: {got}"),
+                (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn steering_program_maps_random_to_live_slots() {
+        // Interpret the program for every value of the random word mod n.
+        let run = |prog: &[libc::sock_filter], random: u32| -> u32 {
+            let mut a = 0u32;
+            let mut pc = 0;
+            loop {
+                let i = &prog[pc];
+                let code = u32::from(i.code);
+                if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
+                    a = random;
+                } else if code == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K {
+                    a %= i.k;
+                } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
+                    pc += usize::from(if a == i.k { i.jt } else { i.jf });
+                } else if code == libc::BPF_RET | libc::BPF_K {
+                    return i.k;
+                }
+                pc += 1;
+            }
+        };
+        let live = [0, 2, 3];
+        let prog = steering_program(&live);
+        let mut hits = [0; 4];
+        for r in 0..300u32 {
+            hits[run(&prog, r) as usize] += 1;
+        }
+        assert_eq!(hits[1], 0, "slot 1 is down: {hits:?}");
+        assert_eq!(hits[0] + hits[2] + hits[3], 300);
+        assert!(hits.iter().enumerate().all(|(i, &h)| i == 1 || h == 100), "{hits:?}");
+        assert_eq!(run(&steering_program(&[]), 7), u32::MAX);
+    }
+}
