@@ -285,10 +285,16 @@ fn parse_with_cpus(
     let preload = !bool_opt(a.no_preload, "--no-preload", "PMINIT_NO_PRELOAD", getenv)?;
     let instances = match pick(a.instances, "--instances", "PMINIT_INSTANCES", getenv) {
         None => 1,
-        Some((v, src)) => parse::instances(&v, cpus)
-            .ok_or_else(|| bad(&src, &v, parse::INSTANCES_FORMS))?,
+        Some((v, src)) => {
+            parse::instances(&v, cpus).ok_or_else(|| bad(&src, &v, parse::INSTANCES_FORMS))?
+        }
     };
-    let layout = match pick(a.socket_layout, "--socket-layout", "PMINIT_SOCKET_LAYOUT", getenv) {
+    let layout = match pick(
+        a.socket_layout,
+        "--socket-layout",
+        "PMINIT_SOCKET_LAYOUT",
+        getenv,
+    ) {
         None => Layout::PerWorker,
         Some((v, src)) => match v.as_str() {
             "shared" => Layout::Shared,
@@ -311,7 +317,11 @@ fn parse_with_cpus(
     let mut listen_addrs = Vec::new();
     for v in values {
         let addr = listen::parse_addr(&v).map_err(|why| {
-            let name = if from_env { "PMINIT_LISTEN (for --listen)" } else { "--listen" };
+            let name = if from_env {
+                "PMINIT_LISTEN (for --listen)"
+            } else {
+                "--listen"
+            };
             CliError(format!("{name}: invalid value {v:?}: {why}"))
         })?;
         listen_addrs.push(addr);
@@ -542,12 +552,28 @@ mod tests {
         let table: &[Case] = &[
             ("-i lots -- x", &[], &["--instances", "\"lots\"", "max"]),
             ("-i 0.5 -- x", &[], &["--instances", "\"0.5\""]),
-            ("-l 70000 -- x", &[], &["--listen", "\"70000\"", "out of range"]),
+            (
+                "-l 70000 -- x",
+                &[],
+                &["--listen", "\"70000\"", "out of range"],
+            ),
             ("-l abc -- x", &[], &["--listen", "\"abc\"", "HOST:PORT"]),
             ("-l example.com:80 -- x", &[], &["--listen", "host names"]),
-            ("--socket-layout both -- x", &[], &["--socket-layout", "shared or per-worker"]),
-            ("-- x", &[("PMINIT_LISTEN", "3000,nope")], &["PMINIT_LISTEN", "\"nope\""]),
-            ("-- x", &[("PMINIT_INSTANCES", "-x")], &["PMINIT_INSTANCES", "\"-x\""]),
+            (
+                "--socket-layout both -- x",
+                &[],
+                &["--socket-layout", "shared or per-worker"],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_LISTEN", "3000,nope")],
+                &["PMINIT_LISTEN", "\"nope\""],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_INSTANCES", "-x")],
+                &["PMINIT_INSTANCES", "\"-x\""],
+            ),
         ];
         for (args, env, wants) in table {
             let msg = run(args, env).expect_err(args);

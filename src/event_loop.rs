@@ -130,7 +130,9 @@ pub fn run(config: Config) -> Result<i32, StartError> {
                     Action::KillAll { workers } => kill_all(pid1, me, &workers),
                     Action::Steer { slots } => {
                         if let Err(e) = launcher.sockets.steer(&slots) {
-                            log::warn(&format!("cannot steer connections to workers {slots:?}: {e}"));
+                            log::warn(&format!(
+                                "cannot steer connections to workers {slots:?}: {e}"
+                            ));
                         }
                     }
                     Action::Log(note) => log::note(&note),

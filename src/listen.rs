@@ -25,7 +25,8 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
 /// What `--listen` accepts, for error messages.
-pub const ADDR_FORMS: &str = "PORT, HOST:PORT, [V6]:PORT or unix:PATH (HOST an IP address, * or localhost; PORT 1-65535)";
+pub const ADDR_FORMS: &str =
+    "PORT, HOST:PORT, [V6]:PORT or unix:PATH (HOST an IP address, * or localhost; PORT 1-65535)";
 
 /// Node's default, and enough for bursts of new connections.
 const BACKLOG: i32 = 511;
@@ -75,7 +76,12 @@ pub fn parse_addr(s: &str) -> Result<Addr, String> {
         let ip: Ipv6Addr = ip
             .parse()
             .map_err(|_| format!("{ip:?} is not an IPv6 address"))?;
-        return Ok(Addr::Tcp(SocketAddr::V6(SocketAddrV6::new(ip, port(p)?, 0, 0))));
+        return Ok(Addr::Tcp(SocketAddr::V6(SocketAddrV6::new(
+            ip,
+            port(p)?,
+            0,
+            0,
+        ))));
     }
     let (host, p) = s
         .rsplit_once(':')
@@ -88,9 +94,9 @@ pub fn parse_addr(s: &str) -> Result<Addr, String> {
         h if h.contains(':') => {
             return Err(format!("write an IPv6 address in brackets: [{h}]:{p}"))
         }
-        h => h
-            .parse()
-            .map_err(|_| format!("{h:?} is not an IP address (pminit does not resolve host names)"))?,
+        h => h.parse().map_err(|_| {
+            format!("{h:?} is not an IP address (pminit does not resolve host names)")
+        })?,
     };
     Ok(Addr::Tcp(SocketAddr::new(ip, p)))
 }
@@ -317,7 +323,12 @@ pub fn steering_program(live: &[u32]) -> Vec<libc::sock_filter> {
     ];
     for (i, &slot) in live.iter().enumerate() {
         // if A == i: return slot, else skip that return
-        p.push(ins(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, i as u32));
+        p.push(ins(
+            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
+            0,
+            1,
+            i as u32,
+        ));
         p.push(ins(libc::BPF_RET | libc::BPF_K, 0, 0, slot));
     }
     p.push(ins(libc::BPF_RET | libc::BPF_K, 0, 0, live[0]));
@@ -391,7 +402,10 @@ mod tests {
         }
         assert_eq!(hits[1], 0, "slot 1 is down: {hits:?}");
         assert_eq!(hits[0] + hits[2] + hits[3], 300);
-        assert!(hits.iter().enumerate().all(|(i, &h)| i == 1 || h == 100), "{hits:?}");
+        assert!(
+            hits.iter().enumerate().all(|(i, &h)| i == 1 || h == 100),
+            "{hits:?}"
+        );
         assert_eq!(run(&steering_program(&[]), 7), u32::MAX);
     }
 }

@@ -46,8 +46,7 @@ pub fn listen_map(fds: &[FdInfo]) -> String {
 }
 
 fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] =
-        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
         let b = [
@@ -89,10 +88,25 @@ mod tests {
 
     #[test]
     fn node_commands() {
-        for yes in ["node", "/usr/bin/node", "nodejs", "npm", "/usr/local/bin/npx", "yarn", "pnpm"] {
+        for yes in [
+            "node",
+            "/usr/bin/node",
+            "nodejs",
+            "npm",
+            "/usr/local/bin/npx",
+            "yarn",
+            "pnpm",
+        ] {
             assert!(is_node_command(yes), "{yes}");
         }
-        for no in ["python3", "sh", "/opt/node/bin/nodemon", "deno", "bun", "node.sh"] {
+        for no in [
+            "python3",
+            "sh",
+            "/opt/node/bin/nodemon",
+            "deno",
+            "bun",
+            "node.sh",
+        ] {
             assert!(!is_node_command(no), "{no}");
         }
     }
@@ -103,14 +117,27 @@ mod tests {
         assert!(node_options(Some("  ")).starts_with("--import="));
         let both = node_options(Some("--max-old-space-size=512"));
         assert!(both.starts_with("--max-old-space-size=512 --import=data:"));
-        assert!(!both.contains(' ') || both.matches(' ').count() == 1, "no stray spaces");
+        assert!(
+            !both.contains(' ') || both.matches(' ').count() == 1,
+            "no stray spaces"
+        );
     }
 
     #[test]
     fn listen_map_numbers_fds_from_3() {
         let fds = [
-            FdInfo { fd: 17, port: Some(3000), host: Some("::".into()), path: None },
-            FdInfo { fd: 9, port: None, host: None, path: Some("/run/a.sock".into()) },
+            FdInfo {
+                fd: 17,
+                port: Some(3000),
+                host: Some("::".into()),
+                path: None,
+            },
+            FdInfo {
+                fd: 9,
+                port: None,
+                host: None,
+                path: Some("/run/a.sock".into()),
+            },
         ];
         let v: serde_json::Value = serde_json::from_str(&listen_map(&fds)).expect("json");
         assert_eq!(

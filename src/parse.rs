@@ -248,7 +248,11 @@ mod tests {
             ("2.5", 2, None),
         ];
         for (input, cpus, want) in table {
-            assert_eq!(instances(input, *cpus), *want, "instances({input:?}, {cpus})");
+            assert_eq!(
+                instances(input, *cpus),
+                *want,
+                "instances({input:?}, {cpus})"
+            );
         }
     }
 

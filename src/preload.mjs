@@ -8,7 +8,11 @@
 // PMINIT_NODE_LISTEN carries the map as JSON: [{fd, port, host} | {fd, path}].
 // It is removed from the environment at the first listen it serves, so the
 // app's own child processes do not take the same sockets. A process that
-// never listens (npm, yarn) leaves it for the app it starts.
+// never listens (npm, yarn) leaves it for the app it starts, and passes the
+// sockets on to its children at the same fd numbers: Node's spawn hands a
+// child only the stdio it is told to, so without this `npm start` would
+// start the app without them.
+import childProcess from 'node:child_process';
 import net from 'node:net';
 
 const raw = process.env.PMINIT_NODE_LISTEN;
@@ -55,5 +59,28 @@ if (Array.isArray(sockets) && sockets.length > 0) {
     delete process.env.PMINIT_NODE_LISTEN;
     const options = { fd: socket.fd };
     return callback ? listen.call(this, options, callback) : listen.call(this, options);
+  };
+
+  // Children spawned while the map is still in the environment (that is,
+  // before this process listened) inherit the sockets at the same numbers.
+  // A child whose stdio already uses those positions is left alone.
+  const spawn = childProcess.ChildProcess.prototype.spawn;
+  const fds = sockets.map((s) => s.fd);
+  const top = Math.max(...fds);
+  childProcess.ChildProcess.prototype.spawn = function pminitSpawn(options) {
+    const env = options && (options.envPairs || []);
+    const passing = Array.isArray(env) && env.some((kv) => kv.startsWith('PMINIT_NODE_LISTEN='));
+    if (passing) {
+      let stdio = options.stdio;
+      if (stdio === undefined || stdio === null) stdio = 'pipe';
+      if (typeof stdio === 'string') stdio = [stdio, stdio, stdio];
+      if (Array.isArray(stdio) && stdio.length <= 3 && fds.every((fd) => fd >= 3)) {
+        const extended = stdio.slice();
+        while (extended.length < 3) extended.push('pipe');
+        for (let i = 3; i <= top; i += 1) extended.push(fds.includes(i) ? i : 'ignore');
+        options = { ...options, stdio: extended };
+      }
+    }
+    return spawn.call(this, options);
   };
 }

@@ -42,7 +42,8 @@ const OWN_VARS: &[&str] = &[
 ];
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in argument"))
 }
 
 impl Program {
@@ -59,7 +60,10 @@ impl Program {
         };
         Ok(Program {
             path: cstring(path.as_os_str().as_bytes())?,
-            argv: argv.iter().map(|a| cstring(a.as_bytes())).collect::<io::Result<_>>()?,
+            argv: argv
+                .iter()
+                .map(|a| cstring(a.as_bytes()))
+                .collect::<io::Result<_>>()?,
             name: name.clone(),
             is_node: node::is_node_command(name),
         })
@@ -70,7 +74,11 @@ fn search_path(name: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
     let default = OsStr::new("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
     let mut denied = false;
     for dir in std::env::split_paths(path_var.unwrap_or(default)) {
-        let dir = if dir.as_os_str().is_empty() { PathBuf::from(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            dir
+        };
         let candidate = dir.join(name);
         if !candidate.is_file() {
             continue;
@@ -80,7 +88,11 @@ fn search_path(name: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
         }
         denied = true;
     }
-    Err(io::Error::from_raw_os_error(if denied { libc::EACCES } else { libc::ENOENT }))
+    Err(io::Error::from_raw_os_error(if denied {
+        libc::EACCES
+    } else {
+        libc::ENOENT
+    }))
 }
 
 fn executable(path: &Path) -> bool {
@@ -138,7 +150,10 @@ impl Launcher {
             set("LISTEN_FDNAMES", self.sockets.names());
         }
         if self.preloading() {
-            set("NODE_OPTIONS", node::node_options(self.user_node_options.as_deref()));
+            set(
+                "NODE_OPTIONS",
+                node::node_options(self.user_node_options.as_deref()),
+            );
             set(node::LISTEN_VAR, node::listen_map(&fds));
         }
         let raw_fds: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
@@ -244,9 +259,7 @@ fn spawn(plan: &Plan<'_>) -> io::Result<i32> {
     let mut got = 0;
     while got < 4 {
         // SAFETY: reading into the unfilled tail of `errno`.
-        let n = unsafe {
-            libc::read(report_read, errno[got..].as_mut_ptr().cast(), 4 - got)
-        };
+        let n = unsafe { libc::read(report_read, errno[got..].as_mut_ptr().cast(), 4 - got) };
         if n > 0 {
             got += n as usize;
         } else if n == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
@@ -357,7 +370,12 @@ mod tests {
 
     #[test]
     fn decimal_pids() {
-        for (n, want) in [(0u32, "0"), (7, "7"), (4_194_304, "4194304"), (u32::MAX, "4294967295")] {
+        for (n, want) in [
+            (0u32, "0"),
+            (7, "7"),
+            (4_194_304, "4194304"),
+            (u32::MAX, "4294967295"),
+        ] {
             let mut buf = [0xffu8; 12];
             // SAFETY: 12 bytes is room for 10 digits and the NUL.
             unsafe { write_decimal(buf.as_mut_ptr(), n) };
@@ -375,12 +393,17 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         let path = OsString::from(format!("/nonexistent:{}:/bin", dir.display()));
-        assert_eq!(search_path("sh", Some(&path)).expect("found"), PathBuf::from("/bin/sh"));
+        assert_eq!(
+            search_path("sh", Some(&path)).expect("found"),
+            PathBuf::from("/bin/sh")
+        );
         let err = search_path("no-such-thing", Some(&path)).expect_err("missing");
         assert_eq!(err.raw_os_error(), Some(libc::ENOENT));
         // Found but not executable (access(X_OK) refuses a file with no x
         // bit even to root): EACCES, so the caller exits 126.
-        let err = search_path("plain", Some(&path)).map(|_| ()).expect_err("not executable");
+        let err = search_path("plain", Some(&path))
+            .map(|_| ())
+            .expect_err("not executable");
         assert!(matches!(err.raw_os_error(), Some(libc::EACCES)), "{err}");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -35,7 +35,7 @@ fn messy_parent() -> Options {
             }
             Ok(())
         })),
-        env: vec![],
+        ..Options::default()
     }
 }
 

@@ -102,18 +102,22 @@ pub struct Options {
     /// Runs in the test's child just before exec (extra fds, signal state).
     pub pre_exec: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>>,
     pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            pre_exec: None,
+            env: vec![],
+            cwd: None,
+        }
+    }
 }
 
 impl Run {
     pub fn start(mode: Mode, args: &[&str]) -> Run {
-        Run::start_with(
-            mode,
-            args,
-            Options {
-                pre_exec: None,
-                env: vec![],
-            },
-        )
+        Run::start_with(mode, args, Options::default())
     }
 
     pub fn start_with(mode: Mode, args: &[&str], opts: Options) -> Run {
@@ -130,6 +134,9 @@ impl Run {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .envs(opts.env);
+        if let Some(dir) = opts.cwd {
+            cmd.current_dir(dir);
+        }
         if let Some(f) = opts.pre_exec {
             // SAFETY: the tests' pre_exec closures call only async-signal-safe
             // functions (dup2, sigprocmask, sigaction).
@@ -393,4 +400,45 @@ pub fn field(line: &str, key: &str) -> i32 {
         .find_map(|w| w.strip_prefix(&format!("{key}=")))
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {key}= in {line:?}"))
+}
+
+/// A TCP port free on 127.0.0.1 right now (the kernel picks it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
+}
+
+/// One HTTP/1.1 GET on a new connection to 127.0.0.1:`port`; the body, or
+/// why it failed. Bounded by a timeout.
+pub fn http_get(port: u16) -> Result<String, String> {
+    use std::io::Write;
+    let timeout = Duration::from_secs(10);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .map_err(|e| format!("write: {e}"))?;
+    let mut reply = String::new();
+    s.read_to_string(&mut reply)
+        .map_err(|e| format!("read: {e}"))?;
+    let (head, body) = reply
+        .split_once("\r\n\r\n")
+        .ok_or(format!("no header end: {reply:?}"))?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return Err(format!("status: {head:?}"));
+    }
+    Ok(body.to_string())
+}
+
+/// The directory of the Node test apps, with its node_modules installed.
+pub fn node_app(test: &str) -> Option<PathBuf> {
+    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "node-app"]
+        .iter()
+        .collect();
+    let ok = dir.join("node_modules/express/package.json").is_file();
+    require(ok, test, "npm ci in tests/node-app (express)").then_some(dir)
 }
