@@ -98,6 +98,7 @@ pub struct Run {
     exited: Option<ExitStatus>,
 }
 
+#[derive(Default)]
 pub struct Options {
     /// Runs in the test's child just before exec (extra fds, signal state).
     pub pre_exec: Option<Box<dyn FnMut() -> std::io::Result<()> + Send + Sync>>,
@@ -105,15 +106,6 @@ pub struct Options {
     pub cwd: Option<PathBuf>,
 }
 
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            pre_exec: None,
-            env: vec![],
-            cwd: None,
-        }
-    }
-}
 
 impl Run {
     pub fn start(mode: Mode, args: &[&str]) -> Run {
