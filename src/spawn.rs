@@ -118,10 +118,7 @@ pub struct Launcher {
 impl Launcher {
     pub fn new(program: Program, sockets: Sockets, preload: bool, interactive: bool) -> Launcher {
         let base_env = std::env::vars_os()
-            .filter(|(k, _)| {
-                let own = OWN_VARS.iter().any(|v| k == v);
-                !own && !(k == "NODE_OPTIONS" && program.is_node && preload)
-            })
+            .filter(|(k, _)| !OWN_VARS.iter().any(|v| k == v))
             .collect();
         Launcher {
             user_node_options: std::env::var("NODE_OPTIONS").ok(),
@@ -150,11 +147,13 @@ impl Launcher {
             set("LISTEN_FDNAMES", self.sockets.names());
         }
         if self.preloading() {
-            set(
-                "NODE_OPTIONS",
-                node::node_options(self.user_node_options.as_deref()),
-            );
-            set(node::LISTEN_VAR, node::listen_map(&fds));
+            // Ours replaces the user's NODE_OPTIONS, which it starts with.
+            env.retain(|(k, _)| k != "NODE_OPTIONS");
+            env.push((
+                "NODE_OPTIONS".into(),
+                node::node_options(self.user_node_options.as_deref()).into(),
+            ));
+            env.push((node::LISTEN_VAR.into(), node::listen_map(&fds).into()));
         }
         let raw_fds: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
         spawn(&Plan {

@@ -255,3 +255,107 @@ fn a_busy_port_or_a_bad_address_stops_start_up_naming_it() {
         );
     }
 }
+
+/// Waits until `pid` has died (a zombie or gone), within the deadline.
+fn wait_dead(pid: i32) {
+    let end = std::time::Instant::now() + DEADLINE;
+    while stat_fields(pid).is_some_and(|f| f[0] != "Z") {
+        assert!(std::time::Instant::now() < end, "{pid} did not die");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn a_worker_sigkilled_under_load_is_replaced_and_no_request_fails() {
+    // As the OOM killer would: SIGKILL, no chance to drain. Requests the
+    // worker had already accepted die with it, whatever the init; this pins
+    // that no other request does: the ones queued on its socket and the
+    // ones arriving while it is down are served by the others or by its
+    // replacement. The client is a closed loop (one request at a time, new
+    // connection each), so the kill lands between two of its requests.
+    let Some(app) = node_app("a_worker_sigkilled_under_load") else {
+        return;
+    };
+    for layout in LAYOUTS {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut run = Run::start_with(
+            Mode::Subreaper,
+            &[
+                "-i",
+                "4",
+                "-l",
+                &listen,
+                "--socket-layout",
+                layout,
+                "--",
+                "node",
+                "plain.js",
+            ],
+            Options {
+                cwd: Some(app.clone()),
+                env: vec![("PORT".into(), port.to_string())],
+                ..Options::default()
+            },
+        );
+        let started = listening(&run, 4);
+        let victim = *started.iter().next().expect("a worker");
+        let mut failures = Vec::new();
+        let mut answered_by = BTreeSet::new();
+        let mut replacement = None;
+        let end = std::time::Instant::now() + DEADLINE;
+        for i in 0..5000 {
+            match http_get(port) {
+                Ok(body) => {
+                    let pid = field(&body, "pid");
+                    answered_by.insert(pid);
+                    if !started.contains(&pid) {
+                        replacement = Some(pid);
+                    }
+                }
+                Err(e) => failures.push(format!("request {i}: {e}")),
+            }
+            if i == 200 {
+                // SAFETY: kill has no memory-safety preconditions.
+                assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+                wait_dead(victim);
+            }
+            if i > 200 && replacement.is_some() && i >= 1000 {
+                break;
+            }
+            if std::time::Instant::now() > end {
+                break;
+            }
+        }
+        assert_eq!(failures, Vec::<String>::new(), "[{layout}] failed requests");
+        assert!(
+            replacement.is_some(),
+            "[{layout}] the replacement answered: {answered_by:?}\n{}",
+            run.transcript()
+        );
+        run.expect_err("worker 0 started");
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "[{layout}]\n{}", run.transcript());
+    }
+}
+
+#[test]
+fn the_users_node_options_are_kept_before_the_preload() {
+    let port = free_port();
+    let mut run = Run::start_with(
+        Mode::Subreaper,
+        &[
+            "--restart", "never", "--",
+            "node", "-e", "console.log('title=' + process.title + ' opts=' + process.env.NODE_OPTIONS.split(' ')[0])",
+        ],
+        Options {
+            env: vec![
+                ("PORT".into(), port.to_string()),
+                ("NODE_OPTIONS".into(), "--title=from-user".into()),
+            ],
+            ..Options::default()
+        },
+    );
+    run.expect_out("title=from-user opts=--title=from-user");
+    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+}

@@ -106,7 +106,6 @@ pub struct Options {
     pub cwd: Option<PathBuf>,
 }
 
-
 impl Run {
     pub fn start(mode: Mode, args: &[&str]) -> Run {
         Run::start_with(mode, args, Options::default())
