@@ -25,7 +25,7 @@ struct Args {
     #[argh(option, short = 'l')]
     listen: Vec<String>,
 
-    /// shared (one socket, one accept queue) or per-worker (one SO_REUSEPORT socket per worker) (default per-worker)
+    /// shared (one socket, one accept queue) or per-worker (one SO_REUSEPORT socket per worker) (default shared)
     #[argh(option)]
     socket_layout: Option<String>,
 
@@ -289,13 +289,14 @@ fn parse_with_cpus(
             parse::instances(&v, cpus).ok_or_else(|| bad(&src, &v, parse::INSTANCES_FORMS))?
         }
     };
+    // The default is the measured one: see bench/LAYOUTS.md.
     let layout = match pick(
         a.socket_layout,
         "--socket-layout",
         "PMINIT_SOCKET_LAYOUT",
         getenv,
     ) {
-        None => Layout::PerWorker,
+        None => Layout::Shared,
         Some((v, src)) => match v.as_str() {
             "shared" => Layout::Shared,
             "per-worker" => Layout::PerWorker,
@@ -525,9 +526,11 @@ mod tests {
         assert_eq!(c.layout, Layout::Shared);
         assert!(!c.preload);
 
-        let c = run("-i -1 -- node index.js", &[]).expect("valid");
+        let c = run("-i -1 --socket-layout per-worker -- node index.js", &[]).expect("valid");
         assert_eq!(c.settings.instances, 1);
         assert_eq!(c.layout, Layout::PerWorker);
+        let c = run("-- node index.js", &[]).expect("valid");
+        assert_eq!(c.layout, Layout::Shared, "the measured default");
         assert!(c.preload);
 
         let env = [

@@ -74,17 +74,17 @@ fn four_workers_answer_from_four_distinct_pids_through_one_port() {
 #[test]
 fn the_entrypoint_line_works_unchanged_with_port_from_the_environment() {
     // ENTRYPOINT ["/pminit","-i","4","--","node","index.js"] with PORT set:
-    // pminit binds PORT itself, as PID 1.
-    let Some(app) = node_app("the_entrypoint_line_works") else {
-        return;
-    };
+    // pminit binds PORT itself, as PID 1. The app is examples/node.
+    let example: std::path::PathBuf = [env!("CARGO_MANIFEST_DIR"), "examples", "node"]
+        .iter()
+        .collect();
     for mode in modes("the_entrypoint_line_works") {
         let port = free_port();
         let mut run = Run::start_with(
             mode,
-            &["-i", "4", "--", "node", "plain.js"],
+            &["-i", "4", "--", "node", "index.js"],
             Options {
-                cwd: Some(app.clone()),
+                cwd: Some(example.clone()),
                 env: vec![("PORT".into(), port.to_string())],
                 ..Options::default()
             },

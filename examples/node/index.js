@@ -9,10 +9,10 @@ const http = require('node:http');
 
 const server = http
   .createServer((req, res) => {
-    res.end(`hello from worker ${process.env.PMINIT_WORKER} (pid ${process.pid})\n`);
+    res.end(`hello from worker ${process.env.PMINIT_WORKER} pid=${process.pid}\n`);
   })
   .listen(process.env.PORT || 3000, () => {
-    console.log(`worker ${process.env.PMINIT_WORKER} listening`);
+    console.log(`listening pid=${process.pid} worker=${process.env.PMINIT_WORKER}`);
   });
 
 // pminit asks a worker to stop with SIGINT (SIGKILL after --kill-timeout).

@@ -50,7 +50,8 @@ def main():
     server = Server(sockets[0])
     # pminit asks workers to stop with SIGINT: finish the current request, exit 0.
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
-    print(f"listening pid={os.getpid()} slot={os.environ.get('PMINIT_WORKER')}", flush=True)
+    # One write per line: several workers share stdout.
+    os.write(1, f"listening pid={os.getpid()} slot={os.environ.get('PMINIT_WORKER')}\n".encode())
     server.serve_forever()
 
 
