@@ -33,6 +33,22 @@ struct Args {
     #[argh(switch)]
     no_preload: bool,
 
+    /// a worker is ready only when it says so: process.send('ready') or sd_notify READY=1
+    #[argh(switch)]
+    wait_ready: bool,
+
+    /// longest wait for a worker to become ready (default 3s)
+    #[argh(option)]
+    listen_timeout: Option<String>,
+
+    /// send pm2's 'shutdown' message over the IPC channel before the stop signal
+    #[argh(switch)]
+    send_shutdown: bool,
+
+    /// gracefully replace a worker whose memory (RSS of its process group) exceeds SIZE: 512M, 1G
+    #[argh(option)]
+    max_memory: Option<String>,
+
     /// grace between the stop signal and SIGKILL: 1600 (ms), 1600ms, 8s, 1m (default 8s)
     #[argh(option)]
     kill_timeout: Option<String>,
@@ -80,6 +96,9 @@ pub struct Config {
     pub listen: Vec<Addr>,
     pub layout: Layout,
     pub preload: bool,
+    pub wait_ready: bool,
+    pub send_shutdown: bool,
+    pub max_memory: Option<u64>,
     pub command: Vec<String>,
     pub log_format: Format,
     pub verbose: bool,
@@ -283,6 +302,24 @@ fn parse_with_cpus(
     };
     let verbose = bool_opt(a.verbose, "--verbose", "PMINIT_VERBOSE", getenv)?;
     let preload = !bool_opt(a.no_preload, "--no-preload", "PMINIT_NO_PRELOAD", getenv)?;
+    let wait_ready = bool_opt(a.wait_ready, "--wait-ready", "PMINIT_WAIT_READY", getenv)?;
+    let send_shutdown = bool_opt(
+        a.send_shutdown,
+        "--send-shutdown",
+        "PMINIT_SEND_SHUTDOWN",
+        getenv,
+    )?;
+    let listen_timeout = duration_opt(
+        a.listen_timeout,
+        "--listen-timeout",
+        "PMINIT_LISTEN_TIMEOUT",
+        Duration::from_secs(3),
+        getenv,
+    )?;
+    let max_memory = match pick(a.max_memory, "--max-memory", "PMINIT_MAX_MEMORY", getenv) {
+        None => None,
+        Some((v, src)) => Some(parse::size(&v).ok_or_else(|| bad(&src, &v, parse::SIZE_FORMS))?),
+    };
     let instances = match pick(a.instances, "--instances", "PMINIT_INSTANCES", getenv) {
         None => 1,
         Some((v, src)) => {
@@ -334,6 +371,9 @@ fn parse_with_cpus(
         listen: listen_addrs,
         layout,
         preload,
+        wait_ready,
+        send_shutdown,
+        max_memory,
         settings: Settings {
             instances,
             stop_signal,
@@ -342,6 +382,7 @@ fn parse_with_cpus(
             restart,
             max_restarts,
             min_uptime,
+            listen_timeout,
             interactive: false,
         },
         command: a.command,
@@ -547,6 +588,39 @@ mod tests {
         // Flags win over the list in the environment.
         let c = run("-l 80 -- node index.js", &env).expect("valid");
         assert_eq!(c.listen, vec![Addr::AnyPort(80)]);
+    }
+
+    #[test]
+    fn readiness_options() {
+        let c = run("-- node a.js", &[]).expect("valid");
+        assert!(!c.wait_ready && !c.send_shutdown);
+        assert_eq!(c.settings.listen_timeout, Duration::from_secs(3));
+        assert_eq!(c.max_memory, None);
+        let c = run(
+            "--wait-ready --listen-timeout 10s --send-shutdown --max-memory 512M -- node a.js",
+            &[],
+        )
+        .expect("valid");
+        assert!(c.wait_ready && c.send_shutdown);
+        assert_eq!(c.settings.listen_timeout, Duration::from_secs(10));
+        assert_eq!(c.max_memory, Some(512 << 20));
+        let env = [
+            ("PMINIT_WAIT_READY", "true"),
+            ("PMINIT_LISTEN_TIMEOUT", "1500"),
+            ("PMINIT_MAX_MEMORY", "1G"),
+        ];
+        let c = run("-- node a.js", &env).expect("valid");
+        assert!(c.wait_ready);
+        assert_eq!(c.settings.listen_timeout, Duration::from_millis(1500));
+        assert_eq!(c.max_memory, Some(1 << 30));
+        for (args, want) in [
+            ("--max-memory lots -- x", "--max-memory"),
+            ("--max-memory 0 -- x", "--max-memory"),
+            ("--listen-timeout 3d -- x", "--listen-timeout"),
+        ] {
+            let msg = run(args, &[]).expect_err(args);
+            assert!(msg.contains(want), "{msg}");
+        }
     }
 
     #[test]

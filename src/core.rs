@@ -15,7 +15,13 @@
 //!   every worker group and stray -> kill-timeout -> SIGKILL; each further
 //!   TERM/INT skips to the next step;
 //! - pminit exits only when the shell reports that no child is left, so a
-//!   grandchild's cleanup finishes (tini #180).
+//!   grandchild's cleanup finishes (tini #180);
+//! - a rolling reload (HUP) goes slot by slot: the new worker starts beside
+//!   the old one, and only once it is ready is the old one asked to stop
+//!   (it drains under --kill-timeout while the next slot proceeds). A new
+//!   worker that exits or misses --listen-timeout is stopped, the rest of
+//!   the old generation keeps serving, and the reload is reported failed.
+//!   One reload at a time; HUPs meanwhile fold into one more after it.
 
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -43,6 +49,8 @@ pub struct Settings {
     pub restart: Restart,
     pub max_restarts: u32,
     pub min_uptime: Duration,
+    /// Longest wait for a worker to become ready.
+    pub listen_timeout: Duration,
     /// stdin is a terminal: worker 0 takes the foreground process group, and
     /// its death by SIGINT/SIGQUIT (Ctrl-C, Ctrl-\) ends the run.
     pub interactive: bool,
@@ -69,8 +77,12 @@ impl Status {
 pub enum Event {
     /// pminit is set up: start the workers.
     Start,
-    /// The shell started the worker of `slot`.
-    Spawned { slot: usize, pid: i32 },
+    /// The shell started the worker of `slot`; `ready` when nothing more
+    /// is awaited from it (no --wait-ready, no preload to report a listen).
+    Spawned { slot: usize, pid: i32, ready: bool },
+    /// A worker said it is ready (process.send('ready'), READY=1, or the
+    /// preload reporting that it listens).
+    Ready { pid: i32 },
     /// The shell could not start the worker of `slot` (exec failed).
     SpawnFailed { slot: usize, status: Status },
     /// A signal was delivered to pminit.
@@ -81,12 +93,20 @@ pub enum Event {
     TreeEmpty,
     /// The deadline from `next_deadline` has passed.
     Tick,
+    /// The worker's process group uses more memory than --max-memory.
+    OverMemory { pid: i32, rss: u64 },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     Spawn {
         slot: usize,
+    },
+    /// Ask the worker `pid` to stop: `signal` to its process group (after
+    /// pm2's shutdown message, if configured).
+    Stop {
+        pid: i32,
+        signal: i32,
     },
     /// Send `signal` to the process group led by `pgid`.
     SignalGroup {
@@ -130,6 +150,42 @@ pub enum Note {
         signal: Option<String>,
         uptime_ms: u64,
     },
+    WorkerReady {
+        slot: usize,
+        pid: i32,
+        generation: u64,
+    },
+    /// Not ready within --listen-timeout at start: serving anyway.
+    WorkerNotReady {
+        slot: usize,
+        pid: i32,
+        listen_timeout_ms: u64,
+    },
+    /// An old or removed worker was asked to stop and drains.
+    WorkerDraining {
+        slot: usize,
+        pid: i32,
+    },
+    /// Over --max-memory: a new worker replaces it, as in a reload.
+    MemoryExceeded {
+        slot: usize,
+        pid: i32,
+        rss_bytes: u64,
+    },
+    ReloadStarted {
+        generation: u64,
+    },
+    ReloadQueued {
+        generation: u64,
+    },
+    ReloadFinished {
+        generation: u64,
+    },
+    ReloadFailed {
+        generation: u64,
+        slot: usize,
+        reason: String,
+    },
     WorkerRestarting {
         slot: usize,
         delay_ms: u64,
@@ -170,6 +226,11 @@ pub enum Note {
         #[serde(skip_serializing_if = "Option::is_none")]
         signal: Option<String>,
     },
+    /// An sd_notify line from a worker.
+    Notified {
+        pid: i32,
+        message: String,
+    },
     Exit {
         code: i32,
     },
@@ -178,7 +239,13 @@ pub enum Note {
 impl Note {
     /// Debug notes are shown only with `-v`.
     pub fn is_debug(&self) -> bool {
-        matches!(self, Note::Forwarded { .. } | Note::OrphanReaped { .. })
+        match self {
+            Note::Forwarded { .. } | Note::OrphanReaped { .. } => true,
+            // STOPPING=1 is worth a line; READY=1 shows as worker_ready,
+            // STATUS= and the rest only with -v.
+            Note::Notified { message, .. } => message != "STOPPING=1",
+            _ => false,
+        }
     }
 }
 
@@ -193,30 +260,43 @@ fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// One worker process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Worker {
+    pid: i32,
+    since: Instant,
+    generation: u64,
+    ready: bool,
+    /// When --listen-timeout runs out if it is not ready by then.
+    ready_by: Instant,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
     /// Spawn requested; the shell answers with Spawned or SpawnFailed.
-    Starting,
-    Running {
-        pid: i32,
-        since: Instant,
-    },
+    Spawning,
+    Up(Worker),
     /// Waiting out the restart backoff.
     Backoff {
         until: Instant,
     },
-    /// Removed by TTOU: asked to stop; SIGKILL at `kill_at` (None once sent).
-    Retiring {
-        pid: i32,
-        kill_at: Option<Instant>,
-    },
     /// Exited and not restarted.
     Done,
+    /// Removed by TTOU; TTIN may bring it back.
+    Retired,
+}
+
+/// The new worker of a slot during a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Incoming {
+    Spawning,
+    Up(Worker),
 }
 
 #[derive(Clone, Debug)]
 struct Slot {
     state: SlotState,
+    incoming: Option<Incoming>,
     quick_deaths: u32,
     restarts: u32,
 }
@@ -224,18 +304,41 @@ struct Slot {
 impl Slot {
     fn new() -> Slot {
         Slot {
-            state: SlotState::Starting,
+            state: SlotState::Spawning,
+            incoming: None,
             quick_deaths: 0,
             restarts: 0,
         }
     }
 
-    fn pid(&self) -> Option<i32> {
+    fn worker(&self) -> Option<Worker> {
         match self.state {
-            SlotState::Running { pid, .. } | SlotState::Retiring { pid, .. } => Some(pid),
+            SlotState::Up(w) => Some(w),
             _ => None,
         }
     }
+
+    fn incoming_worker(&self) -> Option<Worker> {
+        match self.incoming {
+            Some(Incoming::Up(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Finished for good: nothing runs and nothing will be restarted.
+    fn finished(&self) -> bool {
+        matches!(self.state, SlotState::Done | SlotState::Retired) && self.incoming.is_none()
+    }
+}
+
+/// A worker asked to stop (replaced by a reload, or removed by TTOU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Drainer {
+    pid: i32,
+    slot: usize,
+    since: Instant,
+    /// SIGKILL at this moment; None once sent.
+    kill_at: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -254,10 +357,24 @@ enum Phase {
     Exited,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reload {
+    /// The slot being replaced, or the next one to look at.
+    slot: usize,
+    /// A HUP arrived meanwhile: one more reload after this one.
+    again: bool,
+    /// Only this slot (--max-memory), not a rolling reload of all.
+    single: bool,
+}
+
 pub struct Supervisor {
     settings: Settings,
     slots: Vec<Slot>,
+    drainers: Vec<Drainer>,
     phase: Phase,
+    reload: Option<Reload>,
+    /// Bumped by every reload; workers carry the one they were started in.
+    generation: u64,
     /// The first exit code that explains the end of the run, if any.
     code: Option<i32>,
     killed: bool,
@@ -278,7 +395,10 @@ impl Supervisor {
         Supervisor {
             settings,
             slots: Vec::new(),
+            drainers: Vec::new(),
             phase: Phase::Running,
+            reload: None,
+            generation: 0,
             code: None,
             killed: false,
             steered: Vec::new(),
@@ -292,12 +412,21 @@ impl Supervisor {
             Phase::Stopping { kill_at } => Some(kill_at),
             Phase::Running | Phase::Killing | Phase::Exited => None,
         };
-        let slots = self.slots.iter().filter_map(|s| match s.state {
-            SlotState::Backoff { until } if self.phase == Phase::Running => Some(until),
-            SlotState::Retiring { kill_at, .. } => kill_at,
-            _ => None,
+        let running = self.phase == Phase::Running;
+        let slots = self.slots.iter().flat_map(|s| {
+            let backoff = match s.state {
+                SlotState::Backoff { until } if running => Some(until),
+                _ => None,
+            };
+            let readiness = [s.worker(), s.incoming_worker()]
+                .into_iter()
+                .flatten()
+                .filter(|w| !w.ready && running)
+                .map(|w| w.ready_by);
+            backoff.into_iter().chain(readiness)
         });
-        phase.into_iter().chain(slots).min()
+        let drainers = self.drainers.iter().filter_map(|d| d.kill_at);
+        phase.into_iter().chain(slots).chain(drainers).min()
     }
 
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
@@ -312,19 +441,20 @@ impl Supervisor {
                     out.push(Action::Spawn { slot });
                 }
             }
-            Event::Spawned { slot, pid } => {
-                if let Some(s) = self.slots.get_mut(slot) {
-                    if s.state == SlotState::Starting {
-                        s.state = SlotState::Running { pid, since: now };
-                        out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
-                    }
-                }
-            }
+            Event::Spawned { slot, pid, ready } => self.on_spawned(slot, pid, ready, now, &mut out),
             Event::SpawnFailed { slot, status } => {
-                if self.slots.get(slot).map(|s| s.state) == Some(SlotState::Starting) {
+                let Some(s) = self.slots.get_mut(slot) else {
+                    return out;
+                };
+                if s.incoming == Some(Incoming::Spawning) {
+                    s.incoming = None;
+                    let reason = format!("the new worker could not start (code {})", status.code());
+                    self.reload_failed(slot, reason, now, &mut out);
+                } else if s.state == SlotState::Spawning {
                     self.worker_gone(slot, status, Duration::ZERO, now, &mut out);
                 }
             }
+            Event::Ready { pid } => self.on_ready(pid, now, &mut out),
             Event::Signal(sig) => self.on_signal(sig, now, &mut out),
             Event::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
             Event::TreeEmpty => {
@@ -337,6 +467,7 @@ impl Supervisor {
                 }
             }
             Event::Tick => self.on_tick(now, &mut out),
+            Event::OverMemory { pid, rss } => self.over_memory(pid, rss, &mut out),
         }
         let live = self.steerable();
         if live != self.steered && self.phase != Phase::Exited {
@@ -346,33 +477,34 @@ impl Supervisor {
         out
     }
 
-    /// Slots whose worker exists and is not being retired.
+    /// Slots whose current worker is ready: where new connections may go.
     fn steerable(&self) -> Vec<usize> {
         (0..self.slots.len())
-            .filter(|&i| {
-                matches!(
-                    self.slots[i].state,
-                    SlotState::Starting | SlotState::Running { .. }
-                )
-            })
+            .filter(|&i| self.slots[i].worker().is_some_and(|w| w.ready))
             .collect()
     }
 
-    /// Workers whose process exists (or is being created).
+    /// Worker processes that exist or are being created.
     fn live_workers(&self) -> usize {
-        self.slots
+        let slots: usize = self
+            .slots
             .iter()
-            .filter(|s| {
-                matches!(
-                    s.state,
-                    SlotState::Starting | SlotState::Running { .. } | SlotState::Retiring { .. }
-                )
+            .map(|s| {
+                usize::from(matches!(s.state, SlotState::Spawning | SlotState::Up(_)))
+                    + usize::from(s.incoming.is_some())
             })
-            .count()
+            .sum();
+        slots + self.drainers.len()
     }
 
     fn worker_pids(&self) -> Vec<i32> {
-        self.slots.iter().filter_map(Slot::pid).collect()
+        let slots = self
+            .slots
+            .iter()
+            .flat_map(|s| [s.worker(), s.incoming_worker()])
+            .flatten()
+            .map(|w| w.pid);
+        slots.chain(self.drainers.iter().map(|d| d.pid)).collect()
     }
 
     fn set_code(&mut self, code: i32) {
@@ -390,6 +522,207 @@ impl Supervisor {
         out.push(Action::Exit(code));
     }
 
+    fn new_worker(&self, pid: i32, ready: bool, now: Instant) -> Worker {
+        Worker {
+            pid,
+            since: now,
+            generation: self.generation,
+            ready,
+            ready_by: now + self.settings.listen_timeout,
+        }
+    }
+
+    fn on_spawned(
+        &mut self,
+        slot: usize,
+        pid: i32,
+        ready: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let worker = self.new_worker(pid, ready, now);
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.incoming == Some(Incoming::Spawning) {
+            s.incoming = Some(Incoming::Up(worker));
+            out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
+            if ready {
+                self.promote(slot, now, out);
+            }
+        } else if s.state == SlotState::Spawning {
+            s.state = SlotState::Up(worker);
+            out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
+        }
+    }
+
+    fn on_ready(&mut self, pid: i32, now: Instant, out: &mut Vec<Action>) {
+        let generation = self.generation;
+        for slot in 0..self.slots.len() {
+            let s = &mut self.slots[slot];
+            if let SlotState::Up(w) = &mut s.state {
+                if w.pid == pid && !w.ready {
+                    w.ready = true;
+                    let generation = w.generation;
+                    out.push(Action::Log(Note::WorkerReady {
+                        slot,
+                        pid,
+                        generation,
+                    }));
+                    return;
+                }
+            }
+            if let Some(Incoming::Up(w)) = &mut s.incoming {
+                if w.pid == pid && !w.ready {
+                    w.ready = true;
+                    out.push(Action::Log(Note::WorkerReady {
+                        slot,
+                        pid,
+                        generation,
+                    }));
+                    self.promote(slot, now, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The incoming worker of `slot` is ready: it takes the slot, the old
+    /// one drains, the reload moves on.
+    fn promote(&mut self, slot: usize, now: Instant, out: &mut Vec<Action>) {
+        let Some(new) = self.slots[slot].incoming_worker() else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.slots[slot].state, SlotState::Up(new));
+        self.slots[slot].incoming = None;
+        self.slots[slot].quick_deaths = 0;
+        if let SlotState::Up(old) = old {
+            self.drain(slot, old, now, out);
+        }
+        match self.reload {
+            Some(r) if r.single => {
+                self.reload = None;
+                if r.again {
+                    self.start_reload(out);
+                }
+            }
+            Some(r) => {
+                self.reload = Some(Reload {
+                    slot: slot + 1,
+                    ..r
+                });
+                self.advance(out);
+            }
+            None => {}
+        }
+    }
+
+    /// Replaces one worker that grew past --max-memory, as a reload would:
+    /// the new one first, the old one drains once it is ready.
+    fn over_memory(&mut self, pid: i32, rss: u64, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running || self.reload.is_some() {
+            // A reload in progress replaces it anyway (or the check repeats).
+            return;
+        }
+        let Some(slot) = self
+            .slots
+            .iter()
+            .position(|s| s.worker().is_some_and(|w| w.pid == pid && w.ready))
+        else {
+            return;
+        };
+        out.push(Action::Log(Note::MemoryExceeded {
+            slot,
+            pid,
+            rss_bytes: rss,
+        }));
+        self.reload = Some(Reload {
+            slot,
+            again: false,
+            single: true,
+        });
+        self.slots[slot].incoming = Some(Incoming::Spawning);
+        out.push(Action::Spawn { slot });
+    }
+
+    /// Workers that are up (ready or not): what --max-memory watches.
+    pub fn serving(&self) -> Vec<i32> {
+        self.slots
+            .iter()
+            .filter_map(|s| s.worker())
+            .map(|w| w.pid)
+            .collect()
+    }
+
+    /// Asks `w` to stop; SIGKILL after --kill-timeout.
+    fn drain(&mut self, slot: usize, w: Worker, now: Instant, out: &mut Vec<Action>) {
+        self.drainers.push(Drainer {
+            pid: w.pid,
+            slot,
+            since: w.since,
+            kill_at: Some(now + self.settings.kill_timeout),
+        });
+        out.push(Action::Log(Note::WorkerDraining { slot, pid: w.pid }));
+        out.push(Action::Stop {
+            pid: w.pid,
+            signal: self.settings.stop_signal,
+        });
+    }
+
+    fn start_reload(&mut self, out: &mut Vec<Action>) {
+        self.generation += 1;
+        out.push(Action::Log(Note::ReloadStarted {
+            generation: self.generation,
+        }));
+        self.reload = Some(Reload {
+            slot: 0,
+            again: false,
+            single: false,
+        });
+        self.advance(out);
+    }
+
+    /// Starts the new worker of the next slot that has a running one, or
+    /// finishes the reload. Slots without a worker (backoff, done, retired)
+    /// get the new code by their next start anyway.
+    fn advance(&mut self, out: &mut Vec<Action>) {
+        let Some(r) = self.reload else {
+            return;
+        };
+        let next = (r.slot..self.slots.len()).find(|&i| {
+            matches!(self.slots[i].state, SlotState::Up(_)) && self.slots[i].incoming.is_none()
+        });
+        match next {
+            Some(slot) => {
+                self.reload = Some(Reload { slot, ..r });
+                self.slots[slot].incoming = Some(Incoming::Spawning);
+                out.push(Action::Spawn { slot });
+            }
+            None => {
+                out.push(Action::Log(Note::ReloadFinished {
+                    generation: self.generation,
+                }));
+                self.reload = None;
+                if r.again {
+                    self.start_reload(out);
+                }
+            }
+        }
+    }
+
+    fn reload_failed(&mut self, slot: usize, reason: String, _now: Instant, out: &mut Vec<Action>) {
+        out.push(Action::Log(Note::ReloadFailed {
+            generation: self.generation,
+            slot,
+            reason,
+        }));
+        let again = self.reload.is_some_and(|r| r.again);
+        self.reload = None;
+        if again && self.phase == Phase::Running {
+            self.start_reload(out);
+        }
+    }
+
     fn on_signal(&mut self, sig: i32, now: Instant, out: &mut Vec<Action>) {
         match sig {
             libc::SIGTERM | libc::SIGINT => self.request_stop(sig, now, out),
@@ -398,6 +731,20 @@ impl Supervisor {
             // Only pminit's own write to a closed pipe raises it: the write
             // fails with EPIPE, which is all we need to know.
             libc::SIGPIPE => {}
+            libc::SIGHUP => {
+                if self.phase != Phase::Running {
+                    return;
+                }
+                match &mut self.reload {
+                    Some(r) => {
+                        r.again = true;
+                        out.push(Action::Log(Note::ReloadQueued {
+                            generation: self.generation + 1,
+                        }));
+                    }
+                    None => self.start_reload(out),
+                }
+            }
             libc::SIGTTIN => self.scale_up(out),
             libc::SIGTTOU => self.scale_down(now, out),
             _ => {
@@ -441,23 +788,30 @@ impl Supervisor {
         self.phase = Phase::Stopping {
             kill_at: now + grace,
         };
+        self.reload = None;
+        let running: Vec<i32> = self
+            .slots
+            .iter()
+            .flat_map(|s| [s.worker(), s.incoming_worker()])
+            .flatten()
+            .map(|w| w.pid)
+            .collect();
         out.push(Action::Log(Note::Stopping {
             signal: signal_name(signal),
-            workers: self
-                .slots
-                .iter()
-                .filter(|s| matches!(s.state, SlotState::Running { .. }))
-                .count(),
+            workers: running.len() + self.drainers.len(),
             grace_ms: millis(grace),
         }));
+        for pid in running {
+            out.push(Action::Stop { pid, signal });
+        }
         for slot in &mut self.slots {
-            match slot.state {
-                SlotState::Running { pid, .. } => {
-                    out.push(Action::SignalGroup { pgid: pid, signal })
-                }
-                SlotState::Backoff { .. } => slot.state = SlotState::Done,
-                _ => {}
+            if let SlotState::Backoff { .. } = slot.state {
+                slot.state = SlotState::Done;
             }
+        }
+        // Drainers already have the stop signal; the global grace covers them.
+        for d in &mut self.drainers {
+            d.kill_at = None;
         }
         out.push(Action::SignalStrays {
             signal,
@@ -482,28 +836,46 @@ impl Supervisor {
             Phase::Stopping { kill_at } if kill_at <= now => self.kill_now(out),
             _ => {}
         }
+        for d in &mut self.drainers {
+            if d.kill_at.is_some_and(|at| at <= now) {
+                d.kill_at = None;
+                out.push(Action::SignalGroup {
+                    pgid: d.pid,
+                    signal: libc::SIGKILL,
+                });
+            }
+        }
+        if self.phase != Phase::Running {
+            return;
+        }
+        let timeout = millis(self.settings.listen_timeout);
         for slot in 0..self.slots.len() {
-            match self.slots[slot].state {
-                SlotState::Backoff { until } if until <= now && self.phase == Phase::Running => {
-                    self.spawn(slot, out)
-                }
-                SlotState::Retiring {
-                    pid,
-                    kill_at: Some(at),
-                } if at <= now => {
-                    self.slots[slot].state = SlotState::Retiring { pid, kill_at: None };
-                    out.push(Action::SignalGroup {
-                        pgid: pid,
-                        signal: libc::SIGKILL,
-                    });
+            match &mut self.slots[slot].state {
+                SlotState::Backoff { until } if *until <= now => self.spawn(slot, out),
+                SlotState::Up(w) if !w.ready && w.ready_by <= now => {
+                    // At start there is no old worker to keep: serve anyway.
+                    w.ready = true;
+                    out.push(Action::Log(Note::WorkerNotReady {
+                        slot,
+                        pid: w.pid,
+                        listen_timeout_ms: timeout,
+                    }));
                 }
                 _ => {}
+            }
+            if let Some(w) = self.slots[slot].incoming_worker() {
+                if !w.ready && w.ready_by <= now {
+                    self.slots[slot].incoming = None;
+                    self.drain(slot, w, now, out);
+                    let reason = format!("the new worker was not ready within {timeout} ms");
+                    self.reload_failed(slot, reason, now, out);
+                }
             }
         }
     }
 
     fn spawn(&mut self, slot: usize, out: &mut Vec<Action>) {
-        self.slots[slot].state = SlotState::Starting;
+        self.slots[slot].state = SlotState::Spawning;
         out.push(Action::Spawn { slot });
     }
 
@@ -512,7 +884,11 @@ impl Supervisor {
             return;
         }
         // Reuse the first slot TTOU retired, so slots stay 0..N-1.
-        let slot = match self.slots.iter().position(|s| s.state == SlotState::Done) {
+        let slot = match self
+            .slots
+            .iter()
+            .position(|s| s.state == SlotState::Retired)
+        {
             Some(i) => {
                 self.slots[i] = Slot::new();
                 i
@@ -537,7 +913,7 @@ impl Supervisor {
         let Some(slot) = self.slots.iter().rposition(|s| {
             matches!(
                 s.state,
-                SlotState::Starting | SlotState::Running { .. } | SlotState::Backoff { .. }
+                SlotState::Spawning | SlotState::Up(_) | SlotState::Backoff { .. }
             )
         }) else {
             return;
@@ -546,27 +922,61 @@ impl Supervisor {
         out.push(Action::Log(Note::Scaled {
             instances: self.settings.instances,
         }));
-        match self.slots[slot].state {
-            SlotState::Running { pid, .. } => {
-                self.slots[slot].state = SlotState::Retiring {
-                    pid,
-                    kill_at: Some(now + self.settings.kill_timeout),
-                };
-                out.push(Action::SignalGroup {
-                    pgid: pid,
-                    signal: self.settings.stop_signal,
-                });
-            }
-            // Starting cannot be seen here: the shell answers a Spawn before
-            // the next event. Backoff has no process to stop.
-            _ => self.slots[slot].state = SlotState::Done,
+        let s = std::mem::replace(&mut self.slots[slot].state, SlotState::Retired);
+        if let SlotState::Up(w) = s {
+            self.drain(slot, w, now, out);
+        }
+        if let Some(w) = self.slots[slot].incoming_worker() {
+            self.drain(slot, w, now, out);
+        }
+        self.slots[slot].incoming = None;
+        if self.reload.is_some_and(|r| r.slot == slot) {
+            self.advance(out);
         }
     }
 
     fn on_exit(&mut self, pid: i32, status: Status, now: Instant, out: &mut Vec<Action>) {
-        let found = self.slots.iter().position(|s| s.pid() == Some(pid));
+        let (code, signal) = split_status(status);
+        let exited = |slot: usize, since: Instant| Note::WorkerExited {
+            slot,
+            pid,
+            code,
+            signal: signal.clone(),
+            uptime_ms: millis(now.saturating_duration_since(since)),
+        };
+        if let Some(i) = self.drainers.iter().position(|d| d.pid == pid) {
+            let d = self.drainers.remove(i);
+            out.push(Action::Log(exited(d.slot, d.since)));
+            self.after_planned_exit(status, out);
+            return;
+        }
+        if let Some(slot) = self
+            .slots
+            .iter()
+            .position(|s| s.incoming_worker().is_some_and(|w| w.pid == pid))
+        {
+            let since = self.slots[slot].incoming_worker().map_or(now, |w| w.since);
+            self.slots[slot].incoming = None;
+            out.push(Action::Log(exited(slot, since)));
+            if self.phase == Phase::Running {
+                let reason = format!(
+                    "the new worker exited {} before it was ready",
+                    match status {
+                        Status::Code(c) => format!("with code {c}"),
+                        Status::Signal(s) => format!("by {}", signal_name(s)),
+                    }
+                );
+                self.reload_failed(slot, reason, now, out);
+            } else {
+                self.after_planned_exit(status, out);
+            }
+            return;
+        }
+        let found = self
+            .slots
+            .iter()
+            .position(|s| s.worker().is_some_and(|w| w.pid == pid));
         let Some(slot) = found else {
-            let (code, signal) = split_status(status);
             out.push(Action::Log(Note::OrphanReaped { pid, code, signal }));
             if self.phase == Phase::Killing {
                 // A stray may have been reparented to us since the last sweep.
@@ -576,26 +986,38 @@ impl Supervisor {
             }
             return;
         };
-        let uptime = match self.slots[slot].state {
-            SlotState::Running { since, .. } => now.saturating_duration_since(since),
-            _ => Duration::ZERO,
-        };
-        let (code, signal) = split_status(status);
-        out.push(Action::Log(Note::WorkerExited {
-            slot,
-            pid,
-            code,
-            signal,
-            uptime_ms: millis(uptime),
-        }));
-        if let SlotState::Retiring { .. } = self.slots[slot].state {
-            self.slots[slot].state = SlotState::Done;
-            return;
-        }
-        self.worker_gone(slot, status, uptime, now, out);
+        let since = self.slots[slot].worker().map_or(now, |w| w.since);
+        out.push(Action::Log(exited(slot, since)));
+        self.worker_gone(slot, status, now.saturating_duration_since(since), now, out);
     }
 
-    /// The worker of `slot` is gone (exited, or never started).
+    /// A worker we asked to stop has exited.
+    fn after_planned_exit(&mut self, status: Status, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Stopping { .. } | Phase::Killing => self.record_stop_status(status, out),
+            _ => {}
+        }
+    }
+
+    /// After the stop signal: was this exit clean? And sweep again if killing.
+    fn record_stop_status(&mut self, status: Status, out: &mut Vec<Action>) {
+        let stop = self.settings.stop_signal;
+        let clean = status == Status::Code(0)
+            || status == Status::Signal(stop)
+            || status == Status::Code(128 + stop);
+        // A SIGKILL we sent is not the worker's own doing.
+        let ours = self.phase == Phase::Killing && status == Status::Signal(libc::SIGKILL);
+        if !(clean || ours) {
+            self.set_code(status.code());
+        }
+        if self.phase == Phase::Killing {
+            out.push(Action::KillAll {
+                workers: self.worker_pids(),
+            });
+        }
+    }
+
+    /// The current worker of `slot` is gone (exited, or never started).
     fn worker_gone(
         &mut self,
         slot: usize,
@@ -612,20 +1034,7 @@ impl Supervisor {
                     self.set_code(status.code());
                 }
             }
-            Phase::Stopping { .. } | Phase::Killing => {
-                let stop = self.settings.stop_signal;
-                let clean = status == Status::Code(0)
-                    || status == Status::Signal(stop)
-                    || status == Status::Code(128 + stop);
-                if !clean {
-                    self.set_code(status.code());
-                }
-                if self.phase == Phase::Killing {
-                    out.push(Action::KillAll {
-                        workers: self.worker_pids(),
-                    });
-                }
-            }
+            Phase::Stopping { .. } | Phase::Killing => self.record_stop_status(status, out),
             Phase::Exited => {}
         }
     }
@@ -660,7 +1069,7 @@ impl Supervisor {
             if status != Status::Code(0) {
                 self.set_code(status.code());
             }
-            if self.slots.iter().all(|s| s.state == SlotState::Done) {
+            if self.slots.iter().all(Slot::finished) {
                 // Nothing left to run: stop the strays, then exit.
                 self.stop_now(now, out);
             }
@@ -723,6 +1132,7 @@ mod tests {
             restart: Restart::OnFailure,
             max_restarts: 16,
             min_uptime: Duration::from_secs(1),
+            listen_timeout: Duration::from_secs(3),
             interactive: false,
         }
     }
@@ -732,6 +1142,8 @@ mod tests {
         sup: Supervisor,
         t0: Instant,
         next_pid: i32,
+        /// Spawned workers are ready at once (no readiness awaited).
+        ready_on_spawn: bool,
     }
 
     impl Harness {
@@ -740,6 +1152,7 @@ mod tests {
                 sup: Supervisor::new(settings),
                 t0: Instant::now(),
                 next_pid: 100,
+                ready_on_spawn: true,
             }
         }
 
@@ -759,6 +1172,7 @@ mod tests {
                         queue.push(Event::Spawned {
                             slot,
                             pid: self.next_pid,
+                            ready: self.ready_on_spawn,
                         });
                     }
                     all.push(a);
@@ -1019,12 +1433,12 @@ mod tests {
         assert_eq!(
             effects(&a),
             vec![
-                Action::SignalGroup {
-                    pgid: 101,
+                Action::Stop {
+                    pid: 101,
                     signal: INT
                 },
-                Action::SignalGroup {
-                    pgid: 102,
+                Action::Stop {
+                    pid: 102,
                     signal: INT
                 },
                 Action::SignalStrays {
@@ -1132,8 +1546,8 @@ mod tests {
         assert!(effects(&a).is_empty(), "stop-delay: still serving");
         assert_eq!(h.sup.next_deadline(), Some(h.at(5000)));
         let a = h.feed(Event::Signal(INT), 100);
-        assert!(effects(&a).contains(&Action::SignalGroup {
-            pgid: 101,
+        assert!(effects(&a).contains(&Action::Stop {
+            pid: 101,
             signal: INT
         }));
         let a = h.feed(Event::Signal(TERM), 200);
@@ -1151,8 +1565,8 @@ mod tests {
         h.start();
         h.feed(Event::Signal(TERM), 0);
         let a = h.feed(Event::Tick, 2000);
-        assert!(effects(&a).contains(&Action::SignalGroup {
-            pgid: 101,
+        assert!(effects(&a).contains(&Action::Stop {
+            pid: 101,
             signal: libc::SIGQUIT
         }));
         assert_eq!(h.sup.next_deadline(), Some(h.at(10_000)));
@@ -1181,7 +1595,6 @@ mod tests {
             libc::SIGUSR2,
             libc::SIGQUIT,
             libc::SIGWINCH,
-            libc::SIGHUP,
             libc::SIGRTMIN() + 1,
         ] {
             let mut h = Harness::new(Settings {
@@ -1303,8 +1716,8 @@ mod tests {
         let a = h.feed(Event::Signal(libc::SIGTTOU), 20);
         assert_eq!(
             effects(&a),
-            vec![Action::SignalGroup {
-                pgid: 103,
+            vec![Action::Stop {
+                pid: 103,
                 signal: INT
             }]
         );
@@ -1329,9 +1742,9 @@ mod tests {
         h.feed(Event::Signal(libc::SIGTTOU), 1040);
         let a = h.feed(Event::Signal(libc::SIGTTOU), 1050);
         assert!(effects(&a).is_empty());
-        // TTIN reuses a freed slot number rather than growing the table.
+        // TTIN reuses the lowest freed slot number rather than growing the table.
         let a = h.feed(Event::Signal(libc::SIGTTIN), 1060);
-        assert_eq!(effects(&a), vec![Action::Spawn { slot: 2 }]);
+        assert_eq!(effects(&a), vec![Action::Spawn { slot: 1 }]);
         assert_eq!(h.sup.slots.len(), 3);
     }
 
@@ -1385,6 +1798,347 @@ mod tests {
             steered(&h.feed(Event::Signal(libc::SIGTTOU), 130)),
             Some(vec![0, 1])
         );
+    }
+
+    /// A harness whose workers must say they are ready.
+    fn awaiting(settings: Settings) -> Harness {
+        let mut h = Harness::new(settings);
+        h.ready_on_spawn = false;
+        h
+    }
+
+    fn four() -> Settings {
+        Settings {
+            instances: 4,
+            ..settings()
+        }
+    }
+
+    fn has_note(actions: &[Action], pred: impl Fn(&Note) -> bool) -> bool {
+        notes(actions).iter().any(pred)
+    }
+
+    #[test]
+    fn workers_that_must_say_ready_get_connections_only_once_ready() {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings()
+        });
+        let a = h.start();
+        assert_eq!(steered(&a), None, "nobody ready yet");
+        assert_eq!(h.sup.next_deadline(), Some(h.at(3000)), "listen-timeout");
+        let a = h.feed(Event::Ready { pid: 101 }, 50);
+        assert_eq!(steered(&a), Some(vec![0]));
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::WorkerReady {
+                slot: 0,
+                pid: 101,
+                ..
+            }
+        )));
+        // At start there is nothing to keep: past the timeout it serves anyway.
+        let a = h.feed(Event::Tick, 3000);
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::WorkerNotReady { slot: 1, .. }
+        )));
+        assert_eq!(steered(&a), Some(vec![0, 1]));
+        assert_eq!(h.sup.next_deadline(), None);
+    }
+
+    #[test]
+    fn rolling_reload_starts_each_new_worker_before_stopping_its_old_one() {
+        let mut h = awaiting(four());
+        h.start();
+        for pid in 101..=104 {
+            h.feed(Event::Ready { pid }, 10);
+        }
+        let a = h.feed(Event::Signal(libc::SIGHUP), 100);
+        assert!(has_note(&a, |n| *n == Note::ReloadStarted { generation: 1 }));
+        assert_eq!(
+            effects(&a),
+            vec![Action::Spawn { slot: 0 }],
+            "one at a time"
+        );
+        // Each slot: the old one is stopped only when the new one is ready.
+        let mut t = 100;
+        for (slot, old) in (0..4).zip(101..=104) {
+            let new = 105 + slot as i32;
+            t += 10;
+            assert!(
+                effects(&h.feed(Event::Tick, t)).is_empty(),
+                "waiting for {new}"
+            );
+            let a = h.feed(Event::Ready { pid: new }, t);
+            let mut want = vec![Action::Stop {
+                pid: old,
+                signal: INT,
+            }];
+            if slot < 3 {
+                want.push(Action::Spawn { slot: slot + 1 });
+            }
+            assert_eq!(effects(&a), want, "slot {slot}");
+            // N + 1 at most: N current workers plus one incoming.
+            assert!(h.sup.slots.iter().filter(|s| s.incoming.is_some()).count() <= 1);
+        }
+        let a = notes(&h.feed(Event::Tick, t));
+        assert!(a.is_empty() || !a.iter().any(|n| matches!(n, Note::ReloadFailed { .. })));
+        assert_eq!(h.sup.reload, None);
+        assert_eq!(h.sup.serving(), vec![105, 106, 107, 108]);
+        // The old ones drain; SIGKILL after kill-timeout for one that does not exit.
+        for old in 101..=103 {
+            let a = h.feed(
+                Event::Exited {
+                    pid: old,
+                    status: Status::Code(0),
+                },
+                t + 5,
+            );
+            assert!(
+                effects(&a)
+                    .iter()
+                    .all(|e| !matches!(e, Action::Spawn { .. })),
+                "not restarted"
+            );
+        }
+        let a = h.feed(Event::Tick, 140 + 8000);
+        assert_eq!(
+            effects(&a),
+            vec![Action::SignalGroup {
+                pgid: 104,
+                signal: KILL
+            }]
+        );
+    }
+
+    #[test]
+    fn reload_finished_note_ends_a_successful_reload() {
+        let mut h = Harness::new(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        // Ready on spawn (no readiness awaited): the reload runs through at once.
+        let a = h.feed(Event::Signal(libc::SIGHUP), 10);
+        assert!(has_note(&a, |n| *n == Note::ReloadFinished { generation: 1 }));
+        assert_eq!(
+            effects(&a),
+            vec![
+                Action::Spawn { slot: 0 },
+                Action::Stop {
+                    pid: 101,
+                    signal: INT
+                },
+                Action::Spawn { slot: 1 },
+                Action::Stop {
+                    pid: 102,
+                    signal: INT
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_worker_that_exits_fails_the_reload_and_the_old_ones_keep_serving() {
+        let mut h = awaiting(four());
+        h.start();
+        for pid in 101..=104 {
+            h.feed(Event::Ready { pid }, 10);
+        }
+        h.feed(Event::Signal(libc::SIGHUP), 100);
+        h.feed(Event::Ready { pid: 105 }, 120); // slot 0 replaced
+                                                // The new worker of slot 1 (pid 106) crashes before it is ready.
+        let a = h.feed(
+            Event::Exited {
+                pid: 106,
+                status: Status::Code(1),
+            },
+            150,
+        );
+        assert!(has_note(
+            &a,
+            |n| matches!(n, Note::ReloadFailed { generation: 1, slot: 1, reason } if reason.contains("exited with code 1"))
+        ));
+        assert!(
+            effects(&a).is_empty(),
+            "no old worker stopped, nothing restarted: {a:?}"
+        );
+        assert_eq!(h.sup.serving(), vec![105, 102, 103, 104]);
+        assert_eq!(h.sup.reload, None);
+    }
+
+    #[test]
+    fn a_new_worker_that_misses_listen_timeout_is_stopped_and_the_reload_fails() {
+        let mut h = awaiting(four());
+        h.start();
+        for pid in 101..=104 {
+            h.feed(Event::Ready { pid }, 10);
+        }
+        h.feed(Event::Signal(libc::SIGHUP), 100);
+        assert_eq!(h.sup.next_deadline(), Some(h.at(3100)));
+        let a = h.feed(Event::Tick, 3100);
+        assert!(has_note(
+            &a,
+            |n| matches!(n, Note::ReloadFailed { slot: 0, reason, .. } if reason.contains("not ready within 3000 ms"))
+        ));
+        assert_eq!(
+            effects(&a),
+            vec![Action::Stop {
+                pid: 105,
+                signal: INT
+            }]
+        );
+        assert_eq!(h.sup.serving(), vec![101, 102, 103, 104]);
+        // Its exit later is a drained worker's: no restart, no failure.
+        let a = h.feed(
+            Event::Exited {
+                pid: 105,
+                status: Status::Signal(INT),
+            },
+            3200,
+        );
+        assert!(effects(&a).is_empty());
+    }
+
+    #[test]
+    fn hups_during_a_reload_fold_into_one_more_after_it() {
+        let mut h = Harness::new(four());
+        h.ready_on_spawn = false;
+        h.start();
+        for pid in 101..=104 {
+            h.feed(Event::Ready { pid }, 10);
+        }
+        h.feed(Event::Signal(libc::SIGHUP), 100);
+        for t in [101, 102, 103] {
+            let a = h.feed(Event::Signal(libc::SIGHUP), t);
+            assert!(effects(&a).is_empty(), "queued, not started");
+        }
+        let mut started = 1;
+        for (pid, t) in (105..113).zip((110..).step_by(10)) {
+            let a = h.feed(Event::Ready { pid }, t);
+            started += notes(&a)
+                .iter()
+                .filter(|n| matches!(n, Note::ReloadStarted { .. }))
+                .count();
+        }
+        assert_eq!(
+            started, 2,
+            "three HUPs during the first make one more reload"
+        );
+        assert_eq!(h.sup.reload, None);
+        assert_eq!(h.sup.generation, 2);
+        assert_eq!(h.sup.serving(), vec![109, 110, 111, 112]);
+    }
+
+    #[test]
+    fn a_worker_over_max_memory_is_replaced_new_one_first() {
+        let mut h = awaiting(four());
+        h.start();
+        for pid in 101..=104 {
+            h.feed(Event::Ready { pid }, 10);
+        }
+        let a = h.feed(
+            Event::OverMemory {
+                pid: 103,
+                rss: 600 << 20,
+            },
+            50,
+        );
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::MemoryExceeded {
+                slot: 2,
+                pid: 103,
+                ..
+            }
+        )));
+        assert_eq!(effects(&a), vec![Action::Spawn { slot: 2 }]);
+        let a = h.feed(Event::Ready { pid: 105 }, 80);
+        assert_eq!(
+            effects(&a),
+            vec![Action::Stop {
+                pid: 103,
+                signal: INT
+            }]
+        );
+        assert_eq!(h.sup.serving(), vec![101, 102, 105, 104]);
+        assert_eq!(h.sup.reload, None);
+        assert_eq!(h.sup.generation, 0, "a replacement, not a new generation");
+    }
+
+    #[test]
+    fn a_stop_during_a_reload_stops_the_new_worker_too() {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Ready { pid: 102 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20);
+        let a = h.feed(Event::Signal(TERM), 30);
+        assert_eq!(
+            effects(&a)
+                .into_iter()
+                .filter(|e| matches!(e, Action::Stop { .. }))
+                .collect::<Vec<_>>(),
+            vec![
+                Action::Stop {
+                    pid: 101,
+                    signal: INT
+                },
+                Action::Stop {
+                    pid: 103,
+                    signal: INT
+                },
+                Action::Stop {
+                    pid: 102,
+                    signal: INT
+                },
+            ]
+        );
+        for pid in 101..=103 {
+            h.feed(
+                Event::Exited {
+                    pid,
+                    status: Status::Signal(INT),
+                },
+                40,
+            );
+        }
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 40)), Some(0));
+    }
+
+    #[test]
+    fn a_crash_of_the_old_worker_during_its_replacement_is_covered_by_the_new_one() {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Ready { pid: 102 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20);
+        // Old worker of slot 0 crashes quickly while 103 is starting: backoff.
+        h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(1),
+            },
+            30,
+        );
+        let a = h.feed(Event::Ready { pid: 103 }, 40);
+        assert_eq!(
+            effects(&a),
+            vec![Action::Spawn { slot: 1 }],
+            "nothing old to stop in slot 0"
+        );
+        // The backoff of slot 0 is gone: its new worker serves.
+        assert!(effects(&h.feed(Event::Tick, 5000))
+            .iter()
+            .all(|e| !matches!(e, Action::Spawn { slot: 0 })));
+        assert_eq!(h.sup.serving()[0], 103);
     }
 
     #[test]

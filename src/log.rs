@@ -93,6 +93,43 @@ pub fn text(note: &Note) -> String {
             "worker {slot} (pid {pid}) exited {} after {uptime_ms} ms",
             how(code, signal)
         ),
+        Note::WorkerReady {
+            slot,
+            pid,
+            generation,
+        } => format!("worker {slot} (pid {pid}, generation {generation}) is ready"),
+        Note::WorkerNotReady {
+            slot,
+            pid,
+            listen_timeout_ms,
+        } => format!(
+            "worker {slot} (pid {pid}) did not say it was ready within {listen_timeout_ms} ms (--listen-timeout): serving anyway"
+        ),
+        Note::WorkerDraining { slot, pid } => {
+            format!("worker {slot} (pid {pid}) asked to stop; it drains")
+        }
+        Note::MemoryExceeded {
+            slot,
+            pid,
+            rss_bytes,
+        } => format!(
+            "worker {slot} (pid {pid}) uses {} MiB, over --max-memory: replacing it",
+            rss_bytes >> 20
+        ),
+        Note::ReloadStarted { generation } => format!("reload to generation {generation} started"),
+        Note::ReloadQueued { generation } => {
+            format!("reload to generation {generation} queued after the current one")
+        }
+        Note::ReloadFinished { generation } => {
+            format!("reload to generation {generation} finished: every worker replaced")
+        }
+        Note::ReloadFailed {
+            generation,
+            slot,
+            reason,
+        } => format!(
+            "reload to generation {generation} failed at worker {slot}: {reason}; the workers not yet replaced keep serving"
+        ),
         Note::WorkerRestarting {
             slot,
             delay_ms,
@@ -129,6 +166,7 @@ pub fn text(note: &Note) -> String {
         Note::OrphanReaped { pid, code, signal } => {
             format!("reaped orphan pid {pid} (exited {})", how(code, signal))
         }
+        Note::Notified { pid, message } => format!("worker pid {pid} notified {message}"),
         Note::Exit { code } => format!("exiting with code {code}"),
     }
 }

@@ -3,9 +3,11 @@
 mod cli;
 mod core;
 mod event_loop;
+mod ipc;
 mod listen;
 mod log;
 mod node;
+mod notify;
 mod parse;
 mod spawn;
 mod sys;

@@ -8,6 +8,11 @@ const PRELOAD: &str = include_str!("preload.mjs");
 
 /// The variable that carries the fd map to the preload.
 pub const LISTEN_VAR: &str = "PMINIT_NODE_LISTEN";
+/// The IPC channel's fd number, for a preload whose process has no channel
+/// of its own (the app under `npm start`: npm's process owns the channel).
+pub const REPORT_VAR: &str = "PMINIT_REPORT_FD";
+/// The signal that asks the worker to stop, for the preload's drain.
+pub const STOP_SIGNAL_VAR: &str = "PMINIT_STOP_SIGNAL";
 
 /// A command that ends up running Node: `node app.js`, `npm start`, ...
 pub fn is_node_command(argv0: &str) -> bool {

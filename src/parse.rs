@@ -10,7 +10,6 @@ pub const DURATION_FORMS: &str = "a duration: 1600 (milliseconds), 1600ms, 8s, 1
 /// What a SIGNAL accepts, for error messages.
 pub const SIGNAL_FORMS: &str = "a signal: INT, SIGINT, 2, RTMIN+3";
 /// What a SIZE accepts, for error messages.
-#[allow(dead_code)] // --max-memory SIZE arrives with the reload work
 pub const SIZE_FORMS: &str = "a size: 1048576 (bytes), 512K, 512M, 1G or 1.5G (powers of 1024)";
 
 /// What `--instances` accepts, for error messages.
@@ -82,7 +81,6 @@ pub fn duration(s: &str) -> Option<Duration> {
 }
 
 /// SIZE in bytes: `1048576`, `512K`, `512M`, `1G`, `1.5G`; `KB`, `KiB`, any case.
-#[allow(dead_code)] // --max-memory SIZE arrives with the reload work
 pub fn size(s: &str) -> Option<u64> {
     let (thousandths, unit) = number_and_unit(s)?;
     let unit = unit.to_ascii_uppercase();

@@ -14,11 +14,12 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 
 use crate::core::Status;
+use crate::ipc::{self, Channel};
 use crate::listen::Sockets;
 use crate::{node, sys};
 
@@ -32,13 +33,20 @@ pub struct Program {
 }
 
 /// Variables pminit sets itself; inherited values are dropped.
+/// NODE_UNIQUE_ID is never set: it would make a worker a cluster worker.
 const OWN_VARS: &[&str] = &[
     "LISTEN_FDS",
     "LISTEN_PID",
     "LISTEN_FDNAMES",
     "PMINIT_WORKER",
     "NODE_APP_INSTANCE",
+    "NODE_CHANNEL_FD",
+    "NODE_CHANNEL_SERIALIZATION_MODE",
+    "NODE_UNIQUE_ID",
+    "NOTIFY_SOCKET",
     node::LISTEN_VAR,
+    node::REPORT_VAR,
+    node::STOP_SIGNAL_VAR,
 ];
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -103,6 +111,20 @@ fn executable(path: &Path) -> bool {
     unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
 }
 
+/// How workers are started, beyond the command and the sockets.
+pub struct Options {
+    /// Inject the Node preload.
+    pub preload: bool,
+    /// Readiness only from an explicit message.
+    pub wait_ready: bool,
+    /// The signal that asks a worker to stop, for the preload's drain.
+    pub stop_signal: i32,
+    /// NOTIFY_SOCKET for sd_notify, if pminit has one.
+    pub notify_socket: Option<String>,
+    /// stdin is a terminal: slot 0 takes the foreground group.
+    pub interactive: bool,
+}
+
 /// What pminit needs to start any slot's worker.
 pub struct Launcher {
     pub program: Program,
@@ -110,13 +132,20 @@ pub struct Launcher {
     base_env: Vec<(OsString, OsString)>,
     user_node_options: Option<String>,
     pub sockets: Sockets,
-    preload: bool,
-    /// stdin is a terminal: slot 0 takes the foreground group.
-    pub interactive: bool,
+    options: Options,
+}
+
+/// A started worker.
+pub struct Started {
+    pub pid: i32,
+    /// pminit's end of its Node IPC channel.
+    pub channel: Option<Channel>,
+    /// It will say when it is ready (else it is ready once spawned).
+    pub awaits_ready: bool,
 }
 
 impl Launcher {
-    pub fn new(program: Program, sockets: Sockets, preload: bool, interactive: bool) -> Launcher {
+    pub fn new(program: Program, sockets: Sockets, options: Options) -> Launcher {
         let base_env = std::env::vars_os()
             .filter(|(k, _)| !OWN_VARS.iter().any(|v| k == v))
             .collect();
@@ -125,18 +154,23 @@ impl Launcher {
             program,
             base_env,
             sockets,
-            preload,
-            interactive,
+            options,
         }
     }
 
-    /// Whether Node workers get the preload (Node, sockets, not turned off).
+    /// Whether Node workers get the preload.
     fn preloading(&self) -> bool {
-        self.program.is_node && self.preload && !self.sockets.is_empty()
+        self.program.is_node && self.options.preload
     }
 
-    /// Starts the worker of `slot` and returns its pid.
-    pub fn start(&mut self, slot: usize) -> io::Result<i32> {
+    /// A worker says when it is ready: explicitly (--wait-ready), or through
+    /// the preload once it listens on a pminit socket.
+    pub fn awaits_ready(&self) -> bool {
+        self.options.wait_ready || (self.preloading() && !self.sockets.is_empty())
+    }
+
+    /// Starts the worker of `slot`.
+    pub fn start(&mut self, slot: usize) -> io::Result<Started> {
         let fds = self.sockets.fds_for(slot)?;
         let mut env: Vec<(OsString, OsString)> = self.base_env.clone();
         let mut set = |k: &str, v: String| env.push((k.into(), v.into()));
@@ -146,6 +180,23 @@ impl Launcher {
             set("LISTEN_FDS", fds.len().to_string());
             set("LISTEN_FDNAMES", self.sockets.names());
         }
+        if let Some(address) = &self.options.notify_socket {
+            env.push(("NOTIFY_SOCKET".into(), address.into()));
+        }
+        let mut raw_fds: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
+        // Node workers: the IPC channel, right after the sockets.
+        let mut channel = None;
+        let mut theirs = None;
+        if self.program.is_node {
+            let (ours, end) = ipc::pair()?;
+            let number = (3 + raw_fds.len()).to_string();
+            raw_fds.push(end.as_raw_fd());
+            env.push(("NODE_CHANNEL_FD".into(), number.clone().into()));
+            env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
+            env.push((node::REPORT_VAR.into(), number.into()));
+            channel = Some(ours);
+            theirs = Some(end);
+        }
         if self.preloading() {
             // Ours replaces the user's NODE_OPTIONS, which it starts with.
             env.retain(|(k, _)| k != "NODE_OPTIONS");
@@ -153,15 +204,27 @@ impl Launcher {
                 "NODE_OPTIONS".into(),
                 node::node_options(self.user_node_options.as_deref()).into(),
             ));
-            env.push((node::LISTEN_VAR.into(), node::listen_map(&fds).into()));
+            if !fds.is_empty() {
+                env.push((node::LISTEN_VAR.into(), node::listen_map(&fds).into()));
+            }
+            env.push((
+                node::STOP_SIGNAL_VAR.into(),
+                crate::parse::signal_name(self.options.stop_signal).into(),
+            ));
         }
-        let raw_fds: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
-        spawn(&Plan {
+        let pid = spawn(&Plan {
             program: &self.program,
             env,
             fds: &raw_fds,
-            listen_pid: !raw_fds.is_empty(),
-            take_terminal: self.interactive && slot == 0,
+            listen_pid: !fds.is_empty(),
+            take_terminal: self.options.interactive && slot == 0,
+        })?;
+        // The child has its copy; ours closes now.
+        drop(theirs);
+        Ok(Started {
+            pid,
+            channel,
+            awaits_ready: self.awaits_ready(),
         })
     }
 }

@@ -181,9 +181,10 @@ pub fn getpgid(pid: i32) -> Option<i32> {
     (pgid >= 0).then_some(pgid)
 }
 
-/// Waits until `fd` is readable or `timeout` passes (None: forever).
-/// EINTR counts as a wake-up.
-pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Result<()> {
+/// Waits until one of `fds` is readable (or hung up) or `timeout` passes
+/// (None: forever); says which are. A None entry is skipped. EINTR counts
+/// as a wake-up with nothing readable.
+pub fn poll(fds: &[Option<BorrowedFd<'_>>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
     let ms: libc::c_int = match timeout {
         None => -1,
         // Round up, so we never wake a millisecond early and spin.
@@ -193,17 +194,46 @@ pub fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> io::Resul
             .try_into()
             .unwrap_or(libc::c_int::MAX),
     };
-    let mut pfd = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd, and we say so.
-    let r = unsafe { libc::poll(&mut pfd, 1, ms) };
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|fd| libc::pollfd {
+            fd: fd.map_or(-1, |f| f.as_raw_fd()),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: `pfds` holds `len` valid pollfd structs; negative fds are
+    // ignored by poll.
+    let r = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
     if r < 0 && Errno::last() != Errno::EINTR {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// Resident memory of each process group led by a pid in `leaders`, summed
+/// over its members, from /proc.
+pub fn group_rss(leaders: &[i32]) -> Vec<(i32, u64)> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let mut totals: Vec<(i32, u64)> = leaders.iter().map(|&l| (l, 0)).collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return totals;
+    };
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Some(group) = stat_field(pid, 2) else {
+            continue;
+        };
+        let Some(entry) = totals.iter_mut().find(|(l, _)| *l == group) else {
+            continue;
+        };
+        let resident = std::fs::read_to_string(format!("/proc/{pid}/statm"))
+            .ok()
+            .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .unwrap_or(0);
+        entry.1 += resident * page;
+    }
+    totals
 }
 
 /// Makes orphans of our descendants our children when we are not PID 1.
@@ -255,12 +285,17 @@ pub fn children_of(parent: i32) -> Vec<i32> {
         .collect()
 }
 
-/// The ppid field of /proc/PID/stat. The command name may hold spaces and
-/// parentheses, so fields are counted after the last ')'.
 fn parent_of(pid: i32) -> Option<i32> {
+    stat_field(pid, 1)
+}
+
+/// A numeric field of /proc/PID/stat, counted after the command name (state
+/// is 0, ppid 1, pgrp 2). The name may hold spaces and parentheses, so
+/// fields are counted after the last ')'.
+fn stat_field(pid: i32, index: usize) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    rest.split_whitespace().nth(index)?.parse().ok()
 }
 
 pub fn isatty(fd: i32) -> bool {

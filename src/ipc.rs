@@ -1,0 +1,256 @@
+//! The Node IPC channel of one worker: an `AF_UNIX` `SOCK_STREAM` socketpair
+//! whose other end the worker finds in `NODE_CHANNEL_FD`. Node speaks one
+//! JSON value per line (`process.send('ready')` arrives as `"ready"\n`).
+//!
+//! Rules the child's side imposes (checked, see DESIGN.md): a line that is
+//! not valid JSON, or an empty one, crashes the Node child, so pminit writes
+//! only whole, valid JSON lines; and pminit keeps its end open for the
+//! worker's whole life, because a `process.send()` after the parent closed
+//! crashes the child. What comes the other way may be anything: malformed,
+//! binary or oversized lines are reported and dropped, never fatal.
+
+use serde::Deserialize;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+
+/// The longest line we buffer; the rest of a longer one is skipped.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// What a worker can tell pminit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// `process.send('ready')`: pm2's wait_ready convention.
+    Ready,
+    /// The preload: the app started listening on a pminit socket.
+    Listening,
+    /// Valid JSON pminit has no use for (Node-internal `NODE_*` messages,
+    /// the app's own). Ignored.
+    Other,
+}
+
+/// The wire forms, decoded with serde.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Wire {
+    Text(String),
+    Report { pminit: String },
+    Any(serde::de::IgnoredAny),
+}
+
+/// Decodes one line (without its newline).
+pub fn decode(line: &[u8]) -> Result<Message, String> {
+    match serde_json::from_slice::<Wire>(line) {
+        Ok(Wire::Text(t)) if t == "ready" => Ok(Message::Ready),
+        Ok(Wire::Report { pminit }) if pminit == "listening" => Ok(Message::Listening),
+        Ok(_) => Ok(Message::Other),
+        Err(_) => Err(format!("a malformed line of {} bytes", line.len())),
+    }
+}
+
+/// Splits a byte stream into lines, skipping (and reporting) overlong ones.
+#[derive(Default)]
+pub struct Lines {
+    buf: Vec<u8>,
+    /// Inside a line longer than MAX_LINE: drop bytes up to its newline.
+    skipping: bool,
+}
+
+impl Lines {
+    /// Feeds `bytes`; returns each complete line's decoded message or the
+    /// reason it was dropped.
+    pub fn feed(&mut self, bytes: &[u8]) -> Vec<Result<Message, String>> {
+        let mut out = Vec::new();
+        for chunk in bytes.split_inclusive(|&b| b == b'\n') {
+            let complete = chunk.last() == Some(&b'\n');
+            let body = if complete {
+                &chunk[..chunk.len() - 1]
+            } else {
+                chunk
+            };
+            if self.skipping {
+                if complete {
+                    self.skipping = false;
+                }
+                continue;
+            }
+            if self.buf.len() + body.len() > MAX_LINE {
+                out.push(Err(format!("a line over {MAX_LINE} bytes")));
+                self.buf.clear();
+                self.skipping = !complete;
+                continue;
+            }
+            self.buf.extend_from_slice(body);
+            if complete {
+                if !self.buf.is_empty() {
+                    out.push(decode(&self.buf));
+                }
+                self.buf.clear();
+            }
+        }
+        out
+    }
+}
+
+/// pminit's end of one worker's channel.
+pub struct Channel {
+    fd: OwnedFd,
+    lines: Lines,
+    /// The worker closed its end (it exited, or never used it).
+    pub closed: bool,
+    /// Lines dropped so far, to keep a flood from flooding the log.
+    pub dropped: u64,
+}
+
+/// A new channel: (pminit's end, the worker's end). Both close-on-exec; the
+/// spawn moves the worker's end to its fd number, which clears that.
+pub fn pair() -> io::Result<(Channel, OwnedFd)> {
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+    )?;
+    // The worker's end must block like a normal fd: Node expects that.
+    // SAFETY: F_GETFL/F_SETFL on an fd we own.
+    unsafe {
+        let fl = libc::fcntl(theirs.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(theirs.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+    }
+    Ok((
+        Channel {
+            fd: ours,
+            lines: Lines::default(),
+            closed: false,
+            dropped: 0,
+        },
+        theirs,
+    ))
+}
+
+impl Channel {
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Reads what is there; returns the decoded messages and drop reasons.
+    pub fn read(&mut self) -> Vec<Result<Message, String>> {
+        let mut out = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: reading into a buffer of the length we pass.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            match n {
+                0 => {
+                    self.closed = true;
+                    return out;
+                }
+                n if n > 0 => out.extend(self.lines.feed(&buf[..n as usize])),
+                _ => match io::Error::last_os_error().raw_os_error() {
+                    Some(libc::EINTR) => continue,
+                    Some(libc::EAGAIN) => return out,
+                    _ => {
+                        self.closed = true;
+                        return out;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Writes one JSON value as one line, whole or not at all.
+    pub fn send(&self, value: &serde_json::Value) -> io::Result<()> {
+        let mut line = value.to_string().into_bytes();
+        line.push(b'\n');
+        // A stream socket takes a small write whole or not at all when its
+        // buffer has room; if it has none the worker is not reading, and a
+        // partial line would later crash it, so give up instead.
+        // SAFETY: writing from a buffer of the length we pass.
+        let n = unsafe {
+            libc::send(
+                self.fd.as_raw_fd(),
+                line.as_ptr().cast(),
+                line.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        if n == line.len() as isize {
+            Ok(())
+        } else if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Err(io::Error::new(io::ErrorKind::WriteZero, "partial write"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn decoding() {
+        let table: &[(&[u8], Result<Message, ()>)] = &[
+            (b"\"ready\"", Ok(Message::Ready)),
+            (b"{\"pminit\":\"listening\"}", Ok(Message::Listening)),
+            (b"\"online\"", Ok(Message::Other)),
+            (b"{\"cmd\":\"NODE_HANDLE_ACK\"}", Ok(Message::Other)),
+            (b"{\"pminit\":\"other\"}", Ok(Message::Other)),
+            (b"42", Ok(Message::Other)),
+            (b"ready", Err(())),
+            (b"{\"unterminated\"", Err(())),
+            (b"\xff\xfe\x00binary", Err(())),
+        ];
+        for (line, want) in table {
+            assert_eq!(
+                decode(line).map_err(|_| ()),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+
+    #[test]
+    fn lines_split_across_reads_and_overlong_ones_are_skipped() {
+        let mut l = Lines::default();
+        assert!(l.feed(b"\"rea").is_empty());
+        assert_eq!(
+            l.feed(b"dy\"\n\n{\"pminit\":\"listening\"}\n"),
+            vec![Ok(Message::Ready), Ok(Message::Listening)]
+        );
+        let huge = vec![b'x'; MAX_LINE + 10];
+        let out = l.feed(&huge);
+        assert_eq!(out.len(), 1);
+        assert!(out[0].as_ref().is_err_and(|e| e.contains("over")));
+        // The rest of that line is dropped; the next line is fine.
+        assert!(l.feed(b"yyyy").is_empty());
+        assert_eq!(l.feed(b"zz\n\"ready\"\n"), vec![Ok(Message::Ready)]);
+        assert!(l.feed(b"garbage\n")[0].is_err());
+    }
+
+    #[test]
+    fn channel_over_a_socketpair() {
+        let (mut ours, theirs) = pair().expect("socketpair");
+        let mut worker = UnixStream::from(theirs);
+        worker
+            .write_all(b"\"ready\"\nnot json\n{\"pminit\":\"list")
+            .expect("write");
+        let got = ours.read();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0], Ok(Message::Ready));
+        assert!(got[1].is_err());
+        worker.write_all(b"ening\"}\n").expect("write");
+        assert_eq!(ours.read(), vec![Ok(Message::Listening)]);
+        ours.send(&serde_json::json!("shutdown")).expect("send");
+        let mut buf = [0u8; 11];
+        worker.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"\"shutdown\"\n");
+        drop(worker);
+        assert!(ours.read().is_empty());
+        assert!(ours.closed);
+    }
+}
