@@ -133,7 +133,8 @@ def measure(binary, layout, workers, seconds):
         base = pm.spread()
         def spread_of(before, after):
             served = [after[pid] - before.get(pid, 0) for pid in after]
-            return max(served) / max(1, min(served))
+            # A worker that served nothing: infinitely uneven.
+            return max(served) / min(served) if min(served) > 0 else float("inf")
 
         ka = wrk(port, seconds, 64, False)
         mid = pm.spread()
