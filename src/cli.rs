@@ -409,6 +409,20 @@ mod tests {
         }
     }
 
+    /// (args, env, substrings the one-line message must contain)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
+    /// Each case is refused with one line holding every wanted substring.
+    fn assert_rejected(table: &[Case]) {
+        for (args, env, wants) in table {
+            let msg = run(args, env).expect_err(args);
+            assert!(!msg.trim_end().contains('\n'), "one line: {msg:?}");
+            for want in *wants {
+                assert!(msg.contains(want), "{args:?}: {msg:?} lacks {want:?}");
+            }
+        }
+    }
+
     #[test]
     fn defaults() {
         let c = run("-- node index.js", &[]).expect("valid");
@@ -474,7 +488,6 @@ mod tests {
     #[test]
     fn bad_values_name_the_flag_the_value_and_the_forms() {
         // (args, env, substrings the one-line message must contain)
-        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
         let table: &[Case] = &[
             (
                 "--kill-timeout abc -- x",
@@ -539,13 +552,7 @@ mod tests {
                 &["PMINIT_VERBOSE", "\"loud\""],
             ),
         ];
-        for (args, env, wants) in table {
-            let msg = run(args, env).expect_err(args);
-            assert!(!msg.trim_end().contains('\n'), "one line: {msg:?}");
-            for want in *wants {
-                assert!(msg.contains(want), "{args:?}: {msg:?} lacks {want:?}");
-            }
-        }
+        assert_rejected(table);
     }
 
     #[test]
@@ -625,7 +632,6 @@ mod tests {
 
     #[test]
     fn bad_cluster_values() {
-        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
         let table: &[Case] = &[
             ("-i lots -- x", &[], &["--instances", "\"lots\"", "max"]),
             ("-i 0.5 -- x", &[], &["--instances", "\"0.5\""]),
@@ -652,13 +658,7 @@ mod tests {
                 &["PMINIT_INSTANCES", "\"-x\""],
             ),
         ];
-        for (args, env, wants) in table {
-            let msg = run(args, env).expect_err(args);
-            assert!(!msg.trim_end().contains('\n'), "one line: {msg:?}");
-            for want in *wants {
-                assert!(msg.contains(want), "{args:?}: {msg:?} lacks {want:?}");
-            }
-        }
+        assert_rejected(table);
     }
 
     #[test]

@@ -1814,6 +1814,16 @@ mod tests {
         }
     }
 
+    /// Four workers (pids 101-104) that said they are ready at 10 ms.
+    fn four_ready() -> Harness {
+        let mut h = awaiting(four());
+        h.start();
+        for pid in 101..=104 {
+            h.feed(Event::Ready { pid }, 10);
+        }
+        h
+    }
+
     fn has_note(actions: &[Action], pred: impl Fn(&Note) -> bool) -> bool {
         notes(actions).iter().any(pred)
     }
@@ -1849,11 +1859,7 @@ mod tests {
 
     #[test]
     fn rolling_reload_starts_each_new_worker_before_stopping_its_old_one() {
-        let mut h = awaiting(four());
-        h.start();
-        for pid in 101..=104 {
-            h.feed(Event::Ready { pid }, 10);
-        }
+        let mut h = four_ready();
         let a = h.feed(Event::Signal(libc::SIGHUP), 100);
         assert!(has_note(&a, |n| *n == Note::ReloadStarted { generation: 1 }));
         assert_eq!(
@@ -1941,11 +1947,7 @@ mod tests {
 
     #[test]
     fn a_new_worker_that_exits_fails_the_reload_and_the_old_ones_keep_serving() {
-        let mut h = awaiting(four());
-        h.start();
-        for pid in 101..=104 {
-            h.feed(Event::Ready { pid }, 10);
-        }
+        let mut h = four_ready();
         h.feed(Event::Signal(libc::SIGHUP), 100);
         h.feed(Event::Ready { pid: 105 }, 120); // slot 0 replaced
                                                 // The new worker of slot 1 (pid 106) crashes before it is ready.
@@ -1970,11 +1972,7 @@ mod tests {
 
     #[test]
     fn a_new_worker_that_misses_listen_timeout_is_stopped_and_the_reload_fails() {
-        let mut h = awaiting(four());
-        h.start();
-        for pid in 101..=104 {
-            h.feed(Event::Ready { pid }, 10);
-        }
+        let mut h = four_ready();
         h.feed(Event::Signal(libc::SIGHUP), 100);
         assert_eq!(h.sup.next_deadline(), Some(h.at(3100)));
         let a = h.feed(Event::Tick, 3100);
@@ -2003,12 +2001,7 @@ mod tests {
 
     #[test]
     fn hups_during_a_reload_fold_into_one_more_after_it() {
-        let mut h = Harness::new(four());
-        h.ready_on_spawn = false;
-        h.start();
-        for pid in 101..=104 {
-            h.feed(Event::Ready { pid }, 10);
-        }
+        let mut h = four_ready();
         h.feed(Event::Signal(libc::SIGHUP), 100);
         for t in [101, 102, 103] {
             let a = h.feed(Event::Signal(libc::SIGHUP), t);
@@ -2033,11 +2026,7 @@ mod tests {
 
     #[test]
     fn a_worker_over_max_memory_is_replaced_new_one_first() {
-        let mut h = awaiting(four());
-        h.start();
-        for pid in 101..=104 {
-            h.feed(Event::Ready { pid }, 10);
-        }
+        let mut h = four_ready();
         let a = h.feed(
             Event::OverMemory {
                 pid: 103,

@@ -43,8 +43,10 @@ fn four_workers_answer_from_four_distinct_pids_through_one_port() {
     for layout in LAYOUTS {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut run = Run::start_with(
+        let mut run = start_in(
             Mode::Subreaper,
+            &app,
+            port,
             &[
                 "-i",
                 "4",
@@ -56,11 +58,6 @@ fn four_workers_answer_from_four_distinct_pids_through_one_port() {
                 "node",
                 "plain.js",
             ],
-            Options {
-                cwd: Some(app.clone()),
-                env: vec![("PORT".into(), port.to_string())],
-                ..Options::default()
-            },
         );
         let started = listening(&run, 4);
         assert_eq!(started.len(), 4);
@@ -80,15 +77,7 @@ fn the_entrypoint_line_works_unchanged_with_port_from_the_environment() {
         .collect();
     for mode in modes("the_entrypoint_line_works") {
         let port = free_port();
-        let mut run = Run::start_with(
-            mode,
-            &["-i", "4", "--", "node", "index.js"],
-            Options {
-                cwd: Some(example.clone()),
-                env: vec![("PORT".into(), port.to_string())],
-                ..Options::default()
-            },
-        );
+        let mut run = start_in(mode, &example, port, &["-i", "4", "--", "node", "index.js"]);
         let started = listening(&run, 4);
         assert_eq!(distinct_pids(port, 4).len(), 4, "[{mode:?}] {started:?}");
         run.signal(libc::SIGTERM);
@@ -102,14 +91,11 @@ fn an_unmodified_express_app_runs_as_a_cluster() {
         return;
     };
     let port = free_port();
-    let mut run = Run::start_with(
+    let mut run = start_in(
         Mode::Subreaper,
+        &app,
+        port,
         &["-i", "2", "--", "node", "express.js"],
-        Options {
-            cwd: Some(app),
-            env: vec![("PORT".into(), port.to_string())],
-            ..Options::default()
-        },
     );
     let started = listening(&run, 2);
     assert_eq!(distinct_pids(port, 2), started);
@@ -123,14 +109,11 @@ fn npm_start_passes_the_preload_to_the_app_not_just_to_npm() {
         return;
     };
     let port = free_port();
-    let mut run = Run::start_with(
+    let mut run = start_in(
         Mode::Subreaper,
+        &app,
+        port,
         &["-i", "2", "--kill-timeout", "3s", "--", "npm", "start"],
-        Options {
-            cwd: Some(app),
-            env: vec![("PORT".into(), port.to_string())],
-            ..Options::default()
-        },
     );
     let started = listening(&run, 2);
     assert_eq!(distinct_pids(port, 2), started);
@@ -145,8 +128,10 @@ fn without_the_preload_the_same_app_fails_with_eaddrinuse() {
         return;
     };
     let port = free_port();
-    let mut run = Run::start_with(
+    let mut run = start_in(
         Mode::Subreaper,
+        &app,
+        port,
         &[
             "--no-preload",
             "--restart",
@@ -155,11 +140,6 @@ fn without_the_preload_the_same_app_fails_with_eaddrinuse() {
             "node",
             "plain.js",
         ],
-        Options {
-            cwd: Some(app),
-            env: vec![("PORT".into(), port.to_string())],
-            ..Options::default()
-        },
     );
     assert_eq!(run.wait_code(), 1, "{}", run.transcript());
     run.drain();
@@ -279,8 +259,10 @@ fn a_worker_sigkilled_under_load_is_replaced_and_no_request_fails() {
     for layout in LAYOUTS {
         let port = free_port();
         let listen = format!("127.0.0.1:{port}");
-        let mut run = Run::start_with(
+        let mut run = start_in(
             Mode::Subreaper,
+            &app,
+            port,
             &[
                 "-i",
                 "4",
@@ -292,11 +274,6 @@ fn a_worker_sigkilled_under_load_is_replaced_and_no_request_fails() {
                 "node",
                 "plain.js",
             ],
-            Options {
-                cwd: Some(app.clone()),
-                env: vec![("PORT".into(), port.to_string())],
-                ..Options::default()
-            },
         );
         let started = listening(&run, 4);
         let victim = *started.iter().next().expect("a worker");

@@ -7,22 +7,23 @@ mod common;
 use common::*;
 use std::path::Path;
 
-fn start_app(app: &Path, script: &str, extra: &[&str], env: Vec<(String, String)>) -> (Run, u16) {
+/// pminit running `node SCRIPT` from the test apps, with PORT and `env`.
+fn start_app(
+    app: &Path,
+    script: &str,
+    extra: &[&str],
+    mut env: Vec<(String, String)>,
+) -> (Run, u16) {
     let port = free_port();
     let mut args: Vec<&str> = extra.to_vec();
     args.extend_from_slice(&["--", "node", script]);
-    let mut env = env;
     env.push(("PORT".into(), port.to_string()));
-    let run = Run::start_with(
-        Mode::Subreaper,
-        &args,
-        Options {
-            cwd: Some(app.to_path_buf()),
-            env,
-            ..Options::default()
-        },
-    );
-    (run, port)
+    let options = Options {
+        cwd: Some(app.to_path_buf()),
+        env,
+        ..Options::default()
+    };
+    (Run::start_with(Mode::Subreaper, &args, options), port)
 }
 
 /// Count of stderr lines containing `text` so far.

@@ -425,6 +425,20 @@ pub fn http_get(port: u16) -> Result<String, String> {
     Ok(body.to_string())
 }
 
+/// pminit with `args`, run in `dir` with `PORT` set to `port`, as a Node
+/// app expects.
+pub fn start_in(mode: Mode, dir: &std::path::Path, port: u16, args: &[&str]) -> Run {
+    Run::start_with(
+        mode,
+        args,
+        Options {
+            cwd: Some(dir.to_path_buf()),
+            env: vec![("PORT".into(), port.to_string())],
+            ..Options::default()
+        },
+    )
+}
+
 /// The directory of the Node test apps, with its node_modules installed.
 pub fn node_app(test: &str) -> Option<PathBuf> {
     let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "node-app"]
