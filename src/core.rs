@@ -449,7 +449,7 @@ impl Supervisor {
                 if s.incoming == Some(Incoming::Spawning) {
                     s.incoming = None;
                     let reason = format!("the new worker could not start (code {})", status.code());
-                    self.reload_failed(slot, reason, now, &mut out);
+                    self.reload_failed(slot, reason, &mut out);
                 } else if s.state == SlotState::Spawning {
                     self.worker_gone(slot, status, Duration::ZERO, now, &mut out);
                 }
@@ -710,7 +710,7 @@ impl Supervisor {
         }
     }
 
-    fn reload_failed(&mut self, slot: usize, reason: String, _now: Instant, out: &mut Vec<Action>) {
+    fn reload_failed(&mut self, slot: usize, reason: String, out: &mut Vec<Action>) {
         out.push(Action::Log(Note::ReloadFailed {
             generation: self.generation,
             slot,
@@ -868,7 +868,7 @@ impl Supervisor {
                     self.slots[slot].incoming = None;
                     self.drain(slot, w, now, out);
                     let reason = format!("the new worker was not ready within {timeout} ms");
-                    self.reload_failed(slot, reason, now, out);
+                    self.reload_failed(slot, reason, out);
                 }
             }
         }
@@ -966,7 +966,7 @@ impl Supervisor {
                         Status::Signal(s) => format!("by {}", signal_name(s)),
                     }
                 );
-                self.reload_failed(slot, reason, now, out);
+                self.reload_failed(slot, reason, out);
             } else {
                 self.after_planned_exit(status, out);
             }
@@ -1824,6 +1824,19 @@ mod tests {
         h
     }
 
+    /// Two ready workers (101, 102); a HUP at 20 ms started slot 0's new one (103).
+    fn two_ready_reloading() -> Harness {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Ready { pid: 102 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20);
+        h
+    }
+
     fn has_note(actions: &[Action], pred: impl Fn(&Note) -> bool) -> bool {
         notes(actions).iter().any(pred)
     }
@@ -2058,14 +2071,7 @@ mod tests {
 
     #[test]
     fn a_stop_during_a_reload_stops_the_new_worker_too() {
-        let mut h = awaiting(Settings {
-            instances: 2,
-            ..settings()
-        });
-        h.start();
-        h.feed(Event::Ready { pid: 101 }, 10);
-        h.feed(Event::Ready { pid: 102 }, 10);
-        h.feed(Event::Signal(libc::SIGHUP), 20);
+        let mut h = two_ready_reloading();
         let a = h.feed(Event::Signal(TERM), 30);
         assert_eq!(
             effects(&a)
@@ -2101,14 +2107,7 @@ mod tests {
 
     #[test]
     fn a_crash_of_the_old_worker_during_its_replacement_is_covered_by_the_new_one() {
-        let mut h = awaiting(Settings {
-            instances: 2,
-            ..settings()
-        });
-        h.start();
-        h.feed(Event::Ready { pid: 101 }, 10);
-        h.feed(Event::Ready { pid: 102 }, 10);
-        h.feed(Event::Signal(libc::SIGHUP), 20);
+        let mut h = two_ready_reloading();
         // Old worker of slot 0 crashes quickly while 103 is starting: backoff.
         h.feed(
             Event::Exited {

@@ -35,31 +35,34 @@ fn distinct_pids(port: u16, want: usize) -> BTreeSet<i32> {
     pids
 }
 
+/// `-i 4` of tests/node-app/plain.js on 127.0.0.1 in `layout`, once all
+/// four listen: (run, port, their pids).
+fn four_plain_workers(app: &std::path::Path, layout: &str) -> (Run, u16, BTreeSet<i32>) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let args = [
+        "-i",
+        "4",
+        "-l",
+        &listen,
+        "--socket-layout",
+        layout,
+        "--",
+        "node",
+        "plain.js",
+    ];
+    let run = start_in(Mode::Subreaper, app, port, &args);
+    let started = listening(&run, 4);
+    (run, port, started)
+}
+
 #[test]
 fn four_workers_answer_from_four_distinct_pids_through_one_port() {
     let Some(app) = node_app("four_workers_answer") else {
         return;
     };
     for layout in LAYOUTS {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut run = start_in(
-            Mode::Subreaper,
-            &app,
-            port,
-            &[
-                "-i",
-                "4",
-                "-l",
-                &listen,
-                "--socket-layout",
-                layout,
-                "--",
-                "node",
-                "plain.js",
-            ],
-        );
-        let started = listening(&run, 4);
+        let (mut run, port, started) = four_plain_workers(&app, layout);
         assert_eq!(started.len(), 4);
         let answered = distinct_pids(port, 4);
         assert_eq!(answered, started, "[{layout}] every worker answers");
@@ -257,25 +260,7 @@ fn a_worker_sigkilled_under_load_is_replaced_and_no_request_fails() {
         return;
     };
     for layout in LAYOUTS {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let mut run = start_in(
-            Mode::Subreaper,
-            &app,
-            port,
-            &[
-                "-i",
-                "4",
-                "-l",
-                &listen,
-                "--socket-layout",
-                layout,
-                "--",
-                "node",
-                "plain.js",
-            ],
-        );
-        let started = listening(&run, 4);
+        let (mut run, port, started) = four_plain_workers(&app, layout);
         let victim = *started.iter().next().expect("a worker");
         let mut failures = Vec::new();
         let mut answered_by = BTreeSet::new();

@@ -45,22 +45,28 @@ fn stop_signal_is_configurable() {
     }
 }
 
+/// pminit with `--kill-timeout grace` over a worker that ignores SIGINT,
+/// once the worker is up.
+fn sigint_ignorer(mode: Mode, grace: &str) -> Run {
+    let catch = fixture("catch.py");
+    let args = [
+        "--kill-timeout",
+        grace,
+        "--",
+        python(),
+        &catch,
+        "--ignore",
+        "SIGINT",
+    ];
+    let run = Run::start(mode, &args);
+    run.expect_out("ready");
+    run
+}
+
 #[test]
 fn a_worker_that_ignores_sigint_is_killed_after_the_grace() {
     for mode in modes("a_worker_that_ignores_sigint_is_killed") {
-        let mut run = Run::start(
-            mode,
-            &[
-                "--kill-timeout",
-                "1s",
-                "--",
-                python(),
-                &fixture("catch.py"),
-                "--ignore",
-                "SIGINT",
-            ],
-        );
-        run.expect_out("ready");
+        let mut run = sigint_ignorer(mode, "1s");
         let t = Instant::now();
         run.signal(libc::SIGTERM);
         let code = run.wait_code();
@@ -88,19 +94,7 @@ fn a_worker_that_ignores_sigint_is_killed_after_the_grace() {
 #[test]
 fn a_second_term_skips_the_rest_of_the_grace() {
     for mode in modes("a_second_term_skips_the_rest_of_the_grace") {
-        let mut run = Run::start(
-            mode,
-            &[
-                "--kill-timeout",
-                "1h",
-                "--",
-                python(),
-                &fixture("catch.py"),
-                "--ignore",
-                "SIGINT",
-            ],
-        );
-        run.expect_out("ready");
+        let mut run = sigint_ignorer(mode, "1h");
         run.signal(libc::SIGTERM);
         run.expect_err("SIGKILL in 3600000 ms");
         run.signal(libc::SIGTERM);
