@@ -12,6 +12,7 @@ use crate::core::{Restart, Settings};
 use crate::listen::{self, Addr, Layout};
 use crate::log::Format;
 use crate::parse;
+use crate::user;
 
 /// pminit: a PID 1 for containers. Reaps zombies, forwards signals, stops
 /// gracefully (stop signal, grace, SIGKILL) and restarts workers that crash.
@@ -73,6 +74,10 @@ struct Args {
     #[argh(option)]
     min_uptime: Option<String>,
 
+    /// bind sockets as root, then run workers as USER or USER:GROUP (names from /etc/passwd and /etc/group, or numbers)
+    #[argh(option)]
+    user: Option<String>,
+
     /// pminit's own event lines on stderr: text or json (default text)
     #[argh(option)]
     log_format: Option<String>,
@@ -100,6 +105,7 @@ pub struct Config {
     pub send_shutdown: bool,
     pub max_memory: Option<u64>,
     pub command: Vec<String>,
+    pub user: Option<user::Spec>,
     pub log_format: Format,
     pub verbose: bool,
 }
@@ -300,6 +306,12 @@ fn parse_with_cpus(
             _ => return Err(bad(&src, &v, "text or json")),
         },
     };
+    let user = match pick(a.user, "--user", "PMINIT_USER", getenv) {
+        None => None,
+        Some((v, src)) => {
+            Some(user::parse_spec(&v).map_err(|why| CliError(format!("{}: {why}", src.name())))?)
+        }
+    };
     let verbose = bool_opt(a.verbose, "--verbose", "PMINIT_VERBOSE", getenv)?;
     let preload = !bool_opt(a.no_preload, "--no-preload", "PMINIT_NO_PRELOAD", getenv)?;
     let wait_ready = bool_opt(a.wait_ready, "--wait-ready", "PMINIT_WAIT_READY", getenv)?;
@@ -386,6 +398,7 @@ fn parse_with_cpus(
             interactive: false,
         },
         command: a.command,
+        user,
         log_format,
         verbose,
     }))
@@ -436,6 +449,15 @@ mod tests {
         assert_eq!(s.min_uptime, Duration::from_secs(1));
         assert_eq!(c.log_format, Format::Text);
         assert!(!c.verbose);
+        assert_eq!(c.user, None);
+        let c = run("--user node:web -- x", &[]).expect("valid");
+        let spec = c.user.expect("user");
+        assert_eq!(
+            (spec.user.as_str(), spec.group.as_deref()),
+            ("node", Some("web"))
+        );
+        let c = run("-- x", &[("PMINIT_USER", "1000")]).expect("valid");
+        assert_eq!(c.user.map(|u| u.user), Some("1000".to_string()));
     }
 
     #[test]
@@ -533,6 +555,16 @@ mod tests {
                 &["--log-format", "\"xml\"", "text or json"],
             ),
             ("--bogus -- x", &[], &["--bogus"]),
+            (
+                "--user a:b:c -- x",
+                &[],
+                &["--user", "\"a:b:c\"", "USER:GROUP"],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_USER", "node:")],
+                &["PMINIT_USER", "\"node:\""],
+            ),
             ("--kill-timeout", &[], &["--kill-timeout"]),
             ("--", &[], &["no command"]),
             ("", &[], &["no command", "usage"]),

@@ -95,6 +95,61 @@ pub enum Event {
     Tick,
     /// The worker's process group uses more memory than --max-memory.
     OverMemory { pid: i32, rss: u64 },
+    /// `pminit scale`: change the number of workers.
+    Scale(ScaleTo),
+    /// `pminit prestop`: the orchestrator is about to stop us. Keep serving,
+    /// but `ready` fails from now on, so traffic moves elsewhere.
+    Prestop,
+}
+
+/// The most workers `scale` (and `-i`) accept.
+pub const MAX_INSTANCES: usize = 1024;
+
+/// The argument of `pminit scale N|+K|-K`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleTo {
+    To(usize),
+    Add(usize),
+    Remove(usize),
+}
+
+impl ScaleTo {
+    /// The number of workers this asks for, starting from `n`.
+    pub fn from(self, n: usize) -> usize {
+        match self {
+            ScaleTo::To(t) => t,
+            ScaleTo::Add(k) => n.saturating_add(k),
+            ScaleTo::Remove(k) => n.saturating_sub(k),
+        }
+        .clamp(1, MAX_INSTANCES)
+    }
+}
+
+/// What a worker is doing, for `pminit status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Started, not ready yet (or the new worker of a reload).
+    Starting,
+    Ready,
+    /// Asked to stop; finishing what it has (replaced, removed, or stopping).
+    Draining,
+    /// Waiting out the restart backoff.
+    Backoff,
+    /// Exited and not restarted.
+    Stopped,
+}
+
+/// One row of `pminit status`, as the core knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerView {
+    pub slot: usize,
+    pub pid: Option<i32>,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub restarts: u32,
+    pub since: Option<Instant>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,6 +270,8 @@ pub enum Note {
     Scaled {
         instances: usize,
     },
+    /// `pminit prestop`: `ready` fails from now on; still serving.
+    Prestop,
     Forwarded {
         signal: String,
         workers: usize,
@@ -337,6 +394,7 @@ struct Drainer {
     pid: i32,
     slot: usize,
     since: Instant,
+    generation: u64,
     /// SIGKILL at this moment; None once sent.
     kill_at: Option<Instant>,
 }
@@ -380,6 +438,11 @@ pub struct Supervisor {
     killed: bool,
     /// The slots last reported with Action::Steer.
     steered: Vec<usize>,
+    /// `pminit prestop` was called: not ready, still serving.
+    prestopped: bool,
+    /// Every slot has had a ready worker at once: from then on one ready
+    /// worker is enough for `ready` (a single restart does not unready us).
+    fully_up: bool,
 }
 
 /// Restart delay after the `n`-th quick death in a row (n >= 1).
@@ -402,6 +465,8 @@ impl Supervisor {
             code: None,
             killed: false,
             steered: Vec::new(),
+            prestopped: false,
+            fully_up: false,
         }
     }
 
@@ -468,8 +533,18 @@ impl Supervisor {
             }
             Event::Tick => self.on_tick(now, &mut out),
             Event::OverMemory { pid, rss } => self.over_memory(pid, rss, &mut out),
+            Event::Scale(to) => self.scale(to, now, &mut out),
+            Event::Prestop => {
+                if !self.prestopped && self.phase == Phase::Running {
+                    self.prestopped = true;
+                    out.push(Action::Log(Note::Prestop));
+                }
+            }
         }
         let live = self.steerable();
+        if !self.fully_up && !live.is_empty() && live.len() == self.settings.instances {
+            self.fully_up = true;
+        }
         if live != self.steered && self.phase != Phase::Exited {
             self.steered = live.clone();
             out.push(Action::Steer { slots: live });
@@ -654,12 +729,118 @@ impl Supervisor {
             .collect()
     }
 
+    /// The generation of the newest workers; a reload makes the next one.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    pub fn instances(&self) -> usize {
+        self.settings.instances
+    }
+
+    pub fn reloading(&self) -> bool {
+        self.reload.is_some()
+    }
+
+    /// The generation whose `reload_finished` (or `reload_failed`) answers
+    /// a reload requested now; None when a reload would be ignored
+    /// (stopping). A request during a reload folds into one more after it.
+    pub fn reload_target(&self) -> Option<u64> {
+        (self.phase == Phase::Running).then_some(self.generation + 1)
+    }
+
+    /// `running`, `draining` (prestop or --stop-delay: still serving, not
+    /// ready) or `stopping`.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Running if self.prestopped => "draining",
+            Phase::Running => "running",
+            Phase::Draining { .. } => "draining",
+            Phase::Stopping { .. } | Phase::Killing | Phase::Exited => "stopping",
+        }
+    }
+
+    /// Ok when serving: running, not draining, and workers ready: all of
+    /// them until they have first all been ready, at least one afterwards.
+    /// Err says why not, for the probe's output.
+    pub fn readiness(&self) -> Result<(), String> {
+        match self.phase {
+            Phase::Running if self.prestopped => return Err("draining: prestop was called".into()),
+            Phase::Running => {}
+            Phase::Draining { .. } => return Err("draining: stop requested (--stop-delay)".into()),
+            _ => return Err("stopping".into()),
+        }
+        let ready = self.steerable().len();
+        let n = self.settings.instances;
+        if self.fully_up && ready > 0 {
+            Ok(())
+        } else if self.fully_up {
+            Err(format!("no worker is ready (0 of {n})"))
+        } else {
+            Err(format!("starting: {ready} of {n} workers ready"))
+        }
+    }
+
+    /// Every worker process and every slot, for `pminit status`: the current
+    /// worker of each slot (or the slot's state), its incoming replacement
+    /// during a reload, and the workers draining.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        let mut rows = Vec::new();
+        let stopping = !matches!(self.phase, Phase::Running | Phase::Draining { .. });
+        let row = |slot: usize, s: &Slot, w: Worker, incoming: bool| WorkerView {
+            slot,
+            pid: Some(w.pid),
+            generation: w.generation,
+            state: if stopping {
+                WorkerState::Draining
+            } else if w.ready && !incoming {
+                WorkerState::Ready
+            } else {
+                WorkerState::Starting
+            },
+            restarts: s.restarts,
+            since: Some(w.since),
+        };
+        for (slot, s) in self.slots.iter().enumerate() {
+            let empty = |state| WorkerView {
+                slot,
+                pid: None,
+                generation: self.generation,
+                state,
+                restarts: s.restarts,
+                since: None,
+            };
+            match s.state {
+                SlotState::Up(w) => rows.push(row(slot, s, w, false)),
+                SlotState::Spawning => rows.push(empty(WorkerState::Starting)),
+                SlotState::Backoff { .. } => rows.push(empty(WorkerState::Backoff)),
+                SlotState::Done => rows.push(empty(WorkerState::Stopped)),
+                SlotState::Retired => {}
+            }
+            if let Some(w) = s.incoming_worker() {
+                rows.push(row(slot, s, w, true));
+            }
+        }
+        for d in &self.drainers {
+            rows.push(WorkerView {
+                slot: d.slot,
+                pid: Some(d.pid),
+                generation: d.generation,
+                state: WorkerState::Draining,
+                restarts: self.slots.get(d.slot).map_or(0, |s| s.restarts),
+                since: Some(d.since),
+            });
+        }
+        rows
+    }
+
     /// Asks `w` to stop; SIGKILL after --kill-timeout.
     fn drain(&mut self, slot: usize, w: Worker, now: Instant, out: &mut Vec<Action>) {
         self.drainers.push(Drainer {
             pid: w.pid,
             slot,
             since: w.since,
+            generation: w.generation,
             kill_at: Some(now + self.settings.kill_timeout),
         });
         out.push(Action::Log(Note::WorkerDraining { slot, pid: w.pid }));
@@ -880,10 +1061,49 @@ impl Supervisor {
     }
 
     fn scale_up(&mut self, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running || self.settings.instances >= MAX_INSTANCES {
+            return;
+        }
+        self.add_worker(out);
+        out.push(Action::Log(Note::Scaled {
+            instances: self.settings.instances,
+        }));
+    }
+
+    fn scale_down(&mut self, now: Instant, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running || self.settings.instances <= 1 {
+            return;
+        }
+        self.remove_worker(now, out);
+        out.push(Action::Log(Note::Scaled {
+            instances: self.settings.instances,
+        }));
+    }
+
+    /// `pminit scale`: to a number of workers between 1 and MAX_INSTANCES.
+    fn scale(&mut self, to: ScaleTo, now: Instant, out: &mut Vec<Action>) {
         if self.phase != Phase::Running {
             return;
         }
-        // Reuse the first slot TTOU retired, so slots stay 0..N-1.
+        let n = self.settings.instances;
+        let target = to.from(n);
+        if target == n {
+            return;
+        }
+        while self.settings.instances < target {
+            self.add_worker(out);
+        }
+        while self.settings.instances > target {
+            self.remove_worker(now, out);
+        }
+        out.push(Action::Log(Note::Scaled {
+            instances: self.settings.instances,
+        }));
+    }
+
+    /// One more worker, in the first slot a removal left empty, so slots
+    /// stay 0..N-1.
+    fn add_worker(&mut self, out: &mut Vec<Action>) {
         let slot = match self
             .slots
             .iter()
@@ -899,17 +1119,11 @@ impl Supervisor {
             }
         };
         self.settings.instances += 1;
-        out.push(Action::Log(Note::Scaled {
-            instances: self.settings.instances,
-        }));
         self.spawn(slot, out);
     }
 
-    fn scale_down(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.phase != Phase::Running || self.settings.instances <= 1 {
-            return;
-        }
-        // The highest slot that still counts as a worker goes.
+    /// One worker fewer: the highest slot that still counts drains.
+    fn remove_worker(&mut self, now: Instant, out: &mut Vec<Action>) {
         let Some(slot) = self.slots.iter().rposition(|s| {
             matches!(
                 s.state,
@@ -919,9 +1133,6 @@ impl Supervisor {
             return;
         };
         self.settings.instances -= 1;
-        out.push(Action::Log(Note::Scaled {
-            instances: self.settings.instances,
-        }));
         let s = std::mem::replace(&mut self.slots[slot].state, SlotState::Retired);
         if let SlotState::Up(w) = s {
             self.drain(slot, w, now, out);
@@ -2146,5 +2357,141 @@ mod tests {
         assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 1)), Some(0));
         assert!(h.feed(Event::Signal(TERM), 2).is_empty());
         assert!(h.feed(Event::TreeEmpty, 2).is_empty());
+    }
+
+    fn states(h: &Harness) -> Vec<(usize, Option<i32>, u64, WorkerState)> {
+        h.sup
+            .workers()
+            .iter()
+            .map(|v| (v.slot, v.pid, v.generation, v.state))
+            .collect()
+    }
+
+    #[test]
+    fn ready_waits_for_every_worker_once_then_one_is_enough() {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        assert!(h.sup.readiness().is_err_and(|e| e.contains("0 of 2")));
+        h.feed(Event::Ready { pid: 101 }, 10);
+        assert!(h.sup.readiness().is_err_and(|e| e.contains("1 of 2")));
+        h.feed(Event::Ready { pid: 102 }, 10);
+        assert_eq!(h.sup.readiness(), Ok(()));
+        // One crash later the other still serves: still ready.
+        h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(1),
+            },
+            5000,
+        );
+        assert_eq!(h.sup.readiness(), Ok(()));
+        h.feed(
+            Event::Exited {
+                pid: 102,
+                status: Status::Code(1),
+            },
+            5000,
+        );
+        assert!(h
+            .sup
+            .readiness()
+            .is_err_and(|e| e.contains("no worker is ready")));
+    }
+
+    #[test]
+    fn prestop_fails_ready_but_keeps_serving_and_reloading() {
+        let mut h = four_ready();
+        let a = h.feed(Event::Prestop, 20);
+        assert_eq!(notes(&a), vec![Note::Prestop]);
+        assert!(effects(&a).is_empty(), "nothing is stopped: {a:?}");
+        assert!(h.sup.readiness().is_err_and(|e| e.contains("prestop")));
+        assert_eq!(h.sup.phase_name(), "draining");
+        assert!(h.feed(Event::Prestop, 21).is_empty(), "once is enough");
+        assert_eq!(h.sup.reload_target(), Some(1));
+        // TERM then stops as usual.
+        let a = h.feed(Event::Signal(TERM), 30);
+        assert_eq!(
+            effects(&a)
+                .iter()
+                .filter(|x| matches!(x, Action::Stop { .. }))
+                .count(),
+            4
+        );
+        assert_eq!(h.sup.phase_name(), "stopping");
+        assert_eq!(h.sup.reload_target(), None);
+    }
+
+    #[test]
+    fn stop_delay_fails_ready_while_serving() {
+        let mut h = Harness::new(Settings {
+            stop_delay: Duration::from_secs(2),
+            ..settings()
+        });
+        h.start();
+        assert_eq!(h.sup.readiness(), Ok(()));
+        assert!(effects(&h.feed(Event::Signal(TERM), 10)).is_empty());
+        assert!(h.sup.readiness().is_err_and(|e| e.contains("--stop-delay")));
+        assert_eq!(states(&h), vec![(0, Some(101), 0, WorkerState::Ready)]);
+    }
+
+    #[test]
+    fn scale_to_add_and_remove() {
+        let mut h = four_ready();
+        let a = h.feed(Event::Scale(ScaleTo::Remove(2)), 20);
+        assert_eq!(notes(&a).last(), Some(&Note::Scaled { instances: 2 }));
+        let stopped: Vec<i32> = effects(&a)
+            .iter()
+            .filter_map(|x| match x {
+                Action::Stop { pid, .. } => Some(*pid),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(stopped, vec![104, 103], "the highest slots go first");
+        let a = h.feed(Event::Scale(ScaleTo::To(5)), 30);
+        let spawned: Vec<usize> = effects(&a)
+            .iter()
+            .filter_map(|x| match x {
+                Action::Spawn { slot } => Some(*slot),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(spawned, vec![2, 3, 4], "retired slots come back first");
+        assert_eq!(h.sup.instances(), 5);
+        // Never below one, never above the cap; no change, no note.
+        h.feed(Event::Scale(ScaleTo::Remove(100)), 40);
+        assert_eq!(h.sup.instances(), 1);
+        assert!(h.feed(Event::Scale(ScaleTo::To(1)), 50).is_empty());
+        assert_eq!(ScaleTo::Add(5000).from(1), MAX_INSTANCES);
+        assert_eq!(ScaleTo::To(0).from(3), 1);
+    }
+
+    #[test]
+    fn status_rows_show_incoming_and_draining_workers() {
+        let mut h = two_ready_reloading();
+        assert!(h.sup.reloading());
+        assert_eq!(
+            states(&h),
+            vec![
+                (0, Some(101), 0, WorkerState::Ready),
+                (0, Some(103), 1, WorkerState::Starting),
+                (1, Some(102), 0, WorkerState::Ready),
+            ]
+        );
+        // A reload asked for now is folded into the one after this.
+        assert_eq!(h.sup.reload_target(), Some(2));
+        h.feed(Event::Ready { pid: 103 }, 30);
+        assert_eq!(
+            states(&h),
+            vec![
+                (0, Some(103), 1, WorkerState::Ready),
+                (1, Some(102), 0, WorkerState::Ready),
+                (1, Some(104), 1, WorkerState::Starting),
+                (0, Some(101), 0, WorkerState::Draining),
+            ]
+        );
+        assert_eq!(h.sup.workers()[0].since, Some(h.at(20)));
     }
 }

@@ -17,6 +17,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use crate::cli::Config;
+use crate::control::{self, Outcome, Reply, Request};
 use crate::core::{Action, Event, Note, Supervisor};
 use crate::ipc::{Channel, Message};
 use crate::listen::{Addr, Sockets};
@@ -82,6 +83,9 @@ struct Shell {
     /// Node workers' IPC channels by worker pid, closed once it is reaped.
     channels: HashMap<i32, Channel>,
     notify: Option<NotifySocket>,
+    control: Option<control::Server>,
+    /// CPU time of each worker at the previous `status`, for its cpu %.
+    cpu_seen: HashMap<i32, (u64, Instant)>,
     wait_ready: bool,
     send_shutdown: bool,
     /// A worker has run: from now on pminit never bails.
@@ -149,7 +153,12 @@ impl Shell {
                     ));
                 }
             }
-            Action::Log(note) => log::note(&note),
+            Action::Log(note) => {
+                log::note(&note);
+                if let Some(c) = self.control.as_mut().filter(|c| c.has_waiters()) {
+                    c.progress(&note, log::text(&note));
+                }
+            }
             Action::Exit(code) => return Ok(Some(code)),
         }
         Ok(None)
@@ -164,8 +173,119 @@ impl Shell {
         }
     }
 
+    /// Answers what control clients asked; state changes become events.
+    fn control_requests(&mut self, ready: &[bool], sup: &Supervisor, queue: &mut VecDeque<Event>) {
+        let Some(server) = self.control.as_mut() else {
+            return;
+        };
+        let requests = server.serve(ready);
+        for (id, request) in requests {
+            let outcome = match request {
+                Request::Status => Outcome::Reply(Reply::Status(self.status(sup))),
+                Request::Ready => {
+                    let why = sup.readiness().err();
+                    Outcome::Reply(Reply::Ready {
+                        ready: why.is_none(),
+                        why,
+                    })
+                }
+                Request::Reload => match sup.reload_target() {
+                    Some(generation) => {
+                        queue.push_back(Event::Signal(libc::SIGHUP));
+                        Outcome::Wait(generation)
+                    }
+                    None => Outcome::Reply(Reply::Done {
+                        ok: false,
+                        message: "pminit is stopping: no reload".into(),
+                    }),
+                },
+                Request::Scale { to } if sup.reload_target().is_some() => {
+                    queue.push_back(Event::Scale(to));
+                    Outcome::Reply(Reply::Done {
+                        ok: true,
+                        message: format!(
+                            "scaling from {} to {} workers",
+                            sup.instances(),
+                            to.from(sup.instances())
+                        ),
+                    })
+                }
+                Request::Scale { .. } => Outcome::Reply(Reply::Done {
+                    ok: false,
+                    message: "pminit is stopping: no scaling".into(),
+                }),
+                Request::Prestop => {
+                    queue.push_back(Event::Prestop);
+                    Outcome::Reply(Reply::Done {
+                        ok: true,
+                        message: "draining: `pminit ready` fails from now on; still serving".into(),
+                    })
+                }
+            };
+            if let Some(server) = self.control.as_mut() {
+                server.answer(id, outcome);
+            }
+        }
+    }
+
+    /// `pminit status`: the core's view plus memory and CPU from /proc.
+    fn status(&mut self, sup: &Supervisor) -> control::Status {
+        let now = Instant::now();
+        let views = sup.workers();
+        let pids: Vec<i32> = views.iter().filter_map(|v| v.pid).collect();
+        let usage: HashMap<i32, sys::Usage> = sys::group_usage(&pids).into_iter().collect();
+        let mut seen = HashMap::new();
+        let workers = views
+            .into_iter()
+            .map(|v| {
+                let used = v.pid.and_then(|p| usage.get(&p).copied());
+                let cpu_percent = match (v.pid, used, v.since) {
+                    (Some(pid), Some(u), Some(since)) => {
+                        // Since the previous status, or since the worker started.
+                        let (before, at) = self.cpu_seen.get(&pid).copied().unwrap_or((0, since));
+                        seen.insert(pid, (u.cpu_ms, now));
+                        let wall = now.saturating_duration_since(at).as_millis() as f64;
+                        let busy = u.cpu_ms.saturating_sub(before) as f64;
+                        Some(if wall > 0.0 { busy * 100.0 / wall } else { 0.0 })
+                    }
+                    _ => None,
+                };
+                control::Row {
+                    slot: v.slot,
+                    pid: v.pid,
+                    generation: v.generation,
+                    state: v.state,
+                    restarts: v.restarts,
+                    uptime_ms: v
+                        .since
+                        .map(|s| now.saturating_duration_since(s).as_millis() as u64),
+                    rss_bytes: used.map(|u| u.rss_bytes),
+                    cpu_ms: used.map(|u| u.cpu_ms),
+                    cpu_percent,
+                }
+            })
+            .collect();
+        self.cpu_seen = seen;
+        control::Status {
+            pid: self.me,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            phase: sup.phase_name().to_string(),
+            ready: sup.readiness().is_ok(),
+            instances: sup.instances(),
+            generation: sup.generation(),
+            reloading: sup.reloading(),
+            workers,
+        }
+    }
+
     /// What the workers said on their channels and the notify socket.
-    fn messages(&mut self, readable: &[bool], polled: &[i32], queue: &mut VecDeque<Event>) {
+    fn messages(
+        &mut self,
+        readable: &[bool],
+        polled: &[i32],
+        first_channel: usize,
+        queue: &mut VecDeque<Event>,
+    ) {
         if readable.get(1).copied().unwrap_or(false) {
             if let Some(n) = &self.notify {
                 for note in n.recv() {
@@ -184,7 +304,7 @@ impl Shell {
             }
         }
         for (k, &pid) in polled.iter().enumerate() {
-            if !readable.get(2 + k).copied().unwrap_or(false) {
+            if !readable.get(first_channel + k).copied().unwrap_or(false) {
                 continue;
             }
             let Some(c) = self.channels.get_mut(&pid) else {
@@ -228,12 +348,27 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         code: spawn::exec_failure(&e).code(),
         message: format!("cannot run {:?}: {e}", config.command[0]),
     })?;
+    let user = match &config.user {
+        None => None,
+        Some(spec) => Some(crate::user::lookup(spec).map_err(|why| StartError {
+            code: 2,
+            message: format!("--user: {why}"),
+        })?),
+    };
     let addrs = addresses(&config, &program)?;
     let sockets = Sockets::bind(&addrs, config.layout, config.settings.instances)
         .map_err(|message| StartError { code: 1, message })?;
     // Not fatal either: without it, sd_notify is not available.
     let notify = NotifySocket::bind()
         .map_err(|e| log::warn(&format!("no sd_notify socket: {e}")))
+        .ok();
+    // Nor this: without it, the control verbs are not available.
+    let control = control::Server::bind()
+        .map_err(|e| {
+            log::warn(&format!(
+                "no control socket (pminit status, reload, ...): {e}"
+            ))
+        })
         .ok();
     let mut settings = config.settings;
     settings.interactive = sys::isatty(libc::STDIN_FILENO);
@@ -243,6 +378,12 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         stop_signal: settings.stop_signal,
         notify_socket: notify.as_ref().map(|n| n.address.clone()),
         interactive: settings.interactive,
+        // Switching needs root; lookup() already refused a non-root pminit
+        // any identity but its own, which needs no switch.
+        user: user.filter(|_| {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            unsafe { libc::geteuid() == 0 }
+        }),
     };
     let mut shell = Shell {
         me,
@@ -250,6 +391,8 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         launcher: Launcher::new(program, sockets, options),
         channels: HashMap::new(),
         notify,
+        control,
+        cpu_seen: HashMap::new(),
         wait_ready: config.wait_ready,
         send_shutdown: config.send_shutdown,
         started: false,
@@ -286,11 +429,18 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             .filter(|(_, c)| !c.closed)
             .map(|(&pid, _)| pid)
             .collect();
-        let mut fds = vec![Some(sigfd.as_fd()), shell.notify.as_ref().map(|n| n.fd())];
+        let mut fds = vec![
+            (Some(sigfd.as_fd()), false),
+            (shell.notify.as_ref().map(|n| n.fd()), false),
+        ];
+        if let Some(c) = &shell.control {
+            fds.extend(c.poll_set().into_iter().map(|(fd, w)| (Some(fd), w)));
+        }
+        let first_channel = fds.len();
         fds.extend(
             polled
                 .iter()
-                .map(|pid| shell.channels.get(pid).map(|c| c.fd())),
+                .map(|pid| (shell.channels.get(pid).map(|c| c.fd()), false)),
         );
         let readable = match sys::poll(&fds, timeout) {
             Ok(r) => r,
@@ -305,7 +455,8 @@ pub fn run(config: Config) -> Result<i32, StartError> {
                 .into_iter()
                 .map(Event::Signal),
         );
-        shell.messages(&readable, &polled, &mut queue);
+        shell.messages(&readable, &polled, first_channel, &mut queue);
+        shell.control_requests(&readable[2..first_channel], &sup, &mut queue);
         loop {
             match sys::reap_one() {
                 sys::Reaped::Child(pid, status) => queue.push_back(Event::Exited { pid, status }),

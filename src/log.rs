@@ -160,6 +160,9 @@ pub fn text(note: &Note) -> String {
             format!("grace of {grace_ms} ms over: sending SIGKILL to what is left")
         }
         Note::Scaled { instances } => format!("now {instances} workers"),
+        Note::Prestop => {
+            "prestop: draining, `pminit ready` fails from now on; still serving".to_string()
+        }
         Note::Forwarded { signal, workers } => {
             format!("forwarded {signal} to {workers} worker group(s)")
         }

@@ -1,6 +1,7 @@
 //! pminit: a tiny PID 1 for containers. See README.md.
 
 mod cli;
+mod control;
 mod core;
 mod event_loop;
 mod ipc;
@@ -11,6 +12,7 @@ mod notify;
 mod parse;
 mod spawn;
 mod sys;
+mod user;
 
 use std::process::ExitCode;
 
@@ -29,6 +31,12 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Some(verb) = args
+        .first()
+        .filter(|a| control::VERBS.contains(&a.as_str()))
+    {
+        return ExitCode::from(control::client_main(verb, &args[1..]));
+    }
     let config = match cli::parse(&args, &|name| std::env::var(name).ok()) {
         Ok(cli::Parsed::Run(config)) => config,
         Ok(cli::Parsed::Print(text)) => {

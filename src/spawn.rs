@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use crate::core::Status;
 use crate::ipc::{self, Channel};
 use crate::listen::Sockets;
+use crate::user::Identity;
 use crate::{node, sys};
 
 /// The command, resolved once at start-up.
@@ -123,6 +124,8 @@ pub struct Options {
     pub notify_socket: Option<String>,
     /// stdin is a terminal: slot 0 takes the foreground group.
     pub interactive: bool,
+    /// --user: the identity workers take before exec.
+    pub user: Option<Identity>,
 }
 
 /// What pminit needs to start any slot's worker.
@@ -183,6 +186,20 @@ impl Launcher {
         if let Some(address) = &self.options.notify_socket {
             env.push(("NOTIFY_SOCKET".into(), address.into()));
         }
+        if let Some(id) = &self.options.user {
+            // What login, su and Docker's --user give a process.
+            let mut replace = |k: &str, v: &str| {
+                env.retain(|(name, _)| name != k);
+                env.push((k.into(), v.into()));
+            };
+            if let Some(home) = &id.home {
+                replace("HOME", home);
+            }
+            if let Some(name) = &id.name {
+                replace("USER", name);
+                replace("LOGNAME", name);
+            }
+        }
         let mut raw_fds: Vec<RawFd> = fds.iter().map(|f| f.fd).collect();
         // Node workers: the IPC channel, right after the sockets.
         let mut channel = None;
@@ -218,6 +235,7 @@ impl Launcher {
             fds: &raw_fds,
             listen_pid: !fds.is_empty(),
             take_terminal: self.options.interactive && slot == 0,
+            user: self.options.user.as_ref(),
         })?;
         // The child has its copy; ours closes now.
         drop(theirs);
@@ -237,6 +255,7 @@ struct Plan<'a> {
     /// Add LISTEN_PID=<the child's pid>.
     listen_pid: bool,
     take_terminal: bool,
+    user: Option<&'a Identity>,
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
@@ -275,6 +294,7 @@ fn spawn(plan: &Plan<'_>) -> io::Result<i32> {
     let mut argv: Vec<*const libc::c_char> = plan.program.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut parked: Vec<libc::c_int> = vec![-1; plan.fds.len()];
+    let groups: Vec<libc::gid_t> = plan.user.map(|u| u.groups.clone()).unwrap_or_default();
 
     let mut pipe = [0; 2];
     // SAFETY: pipe2 writes two fds into the array we pass.
@@ -292,6 +312,9 @@ fn spawn(plan: &Plan<'_>) -> io::Result<i32> {
         pid_digits,
         take_terminal: plan.take_terminal,
         report: report_write,
+        user: plan.user.map(|u| (u.uid, u.gid)),
+        groups: groups.as_ptr(),
+        ngroups: groups.len(),
     };
 
     // SAFETY: pminit is single-threaded, so the child is a full copy with
@@ -330,7 +353,7 @@ fn spawn(plan: &Plan<'_>) -> io::Result<i32> {
     }
     // SAFETY: closing the read end we own.
     unsafe { libc::close(report_read) };
-    drop((env, envp, argv, parked));
+    drop((env, envp, argv, parked, groups));
     if got == 4 {
         let mut status = 0;
         // SAFETY: reaping our own child, which exits right after reporting.
@@ -350,6 +373,10 @@ struct ChildPlan {
     pid_digits: *mut u8,
     take_terminal: bool,
     report: RawFd,
+    /// (uid, gid) to switch to, with `groups` as supplementary groups.
+    user: Option<(libc::uid_t, libc::gid_t)>,
+    groups: *const libc::gid_t,
+    ngroups: usize,
 }
 
 /// Sends errno to the parent and exits. Async-signal-safe.
@@ -387,6 +414,16 @@ unsafe fn run_child(c: &ChildPlan) -> ! {
     for i in 0..c.nfds {
         // dup2 leaves the new fd without close-on-exec: it is inherited.
         if libc::dup2(*c.parked.add(i), 3 + i as libc::c_int) < 0 {
+            fail(c.report);
+        }
+    }
+    if let Some((uid, gid)) = c.user {
+        // Groups first, then the gid, then the uid: after setuid the
+        // others could no longer be changed.
+        if libc::setgroups(c.ngroups, c.groups) != 0
+            || libc::setgid(gid) != 0
+            || libc::setuid(uid) != 0
+        {
             fail(c.report);
         }
     }

@@ -181,10 +181,14 @@ pub fn getpgid(pid: i32) -> Option<i32> {
     (pgid >= 0).then_some(pgid)
 }
 
-/// Waits until one of `fds` is readable (or hung up) or `timeout` passes
-/// (None: forever); says which are. A None entry is skipped. EINTR counts
-/// as a wake-up with nothing readable.
-pub fn poll(fds: &[Option<BorrowedFd<'_>>], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+/// Waits until one of `fds` is ready or `timeout` passes (None: forever);
+/// says which are. Each fd is watched for reading (or hang-up), and also for
+/// writing when its flag is set. A None entry is skipped. EINTR counts as a
+/// wake-up with nothing ready.
+pub fn poll(
+    fds: &[(Option<BorrowedFd<'_>>, bool)],
+    timeout: Option<Duration>,
+) -> io::Result<Vec<bool>> {
     let ms: libc::c_int = match timeout {
         None => -1,
         // Round up, so we never wake a millisecond early and spin.
@@ -196,9 +200,13 @@ pub fn poll(fds: &[Option<BorrowedFd<'_>>], timeout: Option<Duration>) -> io::Re
     };
     let mut pfds: Vec<libc::pollfd> = fds
         .iter()
-        .map(|fd| libc::pollfd {
+        .map(|(fd, write)| libc::pollfd {
             fd: fd.map_or(-1, |f| f.as_raw_fd()),
-            events: libc::POLLIN,
+            events: if *write {
+                libc::POLLIN | libc::POLLOUT
+            } else {
+                libc::POLLIN
+            },
             revents: 0,
         })
         .collect();
@@ -211,17 +219,36 @@ pub fn poll(fds: &[Option<BorrowedFd<'_>>], timeout: Option<Duration>) -> io::Re
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
 }
 
-/// Resident memory of each process group led by a pid in `leaders`, summed
-/// over its members, from /proc.
-pub fn group_rss(leaders: &[i32]) -> Vec<(i32, u64)> {
+/// What a worker's process group uses, summed over its members.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub rss_bytes: u64,
+    /// User plus system CPU time.
+    pub cpu_ms: u64,
+}
+
+/// Usage of each process group led by a pid in `leaders`, from /proc.
+pub fn group_usage(leaders: &[i32]) -> Vec<(i32, Usage)> {
     // SAFETY: sysconf has no memory-safety preconditions.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
-    let mut totals: Vec<(i32, u64)> = leaders.iter().map(|&l| (l, 0)).collect();
+    // SAFETY: as above.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let mut totals: Vec<(i32, Usage)> = leaders.iter().map(|&l| (l, Usage::default())).collect();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return totals;
     };
     for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
-        let Some(group) = stat_field(pid, 2) else {
+        let Some(fields) = stat_fields(pid) else {
+            continue;
+        };
+        // After the name: pgrp is field 2, utime 11, stime 12.
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let Some(group) = fields.get(2).and_then(|f| f.parse::<i32>().ok()) else {
             continue;
         };
         let Some(entry) = totals.iter_mut().find(|(l, _)| *l == group) else {
@@ -231,9 +258,18 @@ pub fn group_rss(leaders: &[i32]) -> Vec<(i32, u64)> {
             .ok()
             .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
             .unwrap_or(0);
-        entry.1 += resident * page;
+        entry.1.rss_bytes += resident * page;
+        entry.1.cpu_ms += (num(11) + num(12)) * 1000 / hz;
     }
     totals
+}
+
+/// Resident memory of each process group led by a pid in `leaders`.
+pub fn group_rss(leaders: &[i32]) -> Vec<(i32, u64)> {
+    group_usage(leaders)
+        .into_iter()
+        .map(|(l, u)| (l, u.rss_bytes))
+        .collect()
 }
 
 /// Makes orphans of our descendants our children when we are not PID 1.
@@ -290,12 +326,17 @@ fn parent_of(pid: i32) -> Option<i32> {
 }
 
 /// A numeric field of /proc/PID/stat, counted after the command name (state
-/// is 0, ppid 1, pgrp 2). The name may hold spaces and parentheses, so
-/// fields are counted after the last ')'.
+/// is 0, ppid 1, pgrp 2).
 fn stat_field(pid: i32, index: usize) -> Option<i32> {
+    stat_fields(pid)?.get(index)?.parse().ok()
+}
+
+/// The fields of /proc/PID/stat after the command name. The name may hold
+/// spaces and parentheses, so fields are counted after the last ')'.
+fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(index)?.parse().ok()
+    Some(rest.split_whitespace().map(str::to_string).collect())
 }
 
 pub fn isatty(fd: i32) -> bool {
