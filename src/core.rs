@@ -251,9 +251,11 @@ pub enum Note {
         quick_deaths: u32,
         min_uptime_ms: u64,
     },
+    /// The worker that owns the terminal ended (Ctrl-C): stop the run.
     Interrupted {
         slot: usize,
-        signal: String,
+        /// SIGINT, SIGQUIT, or "exit code 0" when it handled the signal.
+        how: String,
     },
     StopRequested {
         signal: String,
@@ -1260,12 +1262,16 @@ impl Supervisor {
     ) {
         let s = &self.settings;
         if s.interactive && slot == 0 {
-            if let Status::Signal(sig @ (libc::SIGINT | libc::SIGQUIT)) = status {
-                // Ctrl-C at the terminal: the user wants it stopped, as a shell would.
-                out.push(Action::Log(Note::Interrupted {
-                    slot,
-                    signal: signal_name(sig),
-                }));
+            // Ctrl-C at the terminal reaches only this worker (it owns the
+            // terminal). Whether it died of it or handled it and exited 0,
+            // the user wants the whole run stopped, as a shell would.
+            let ended = match status {
+                Status::Signal(sig @ (libc::SIGINT | libc::SIGQUIT)) => Some(signal_name(sig)),
+                Status::Code(0) => Some("exit code 0".to_string()),
+                _ => None,
+            };
+            if let Some(how) = ended {
+                out.push(Action::Log(Note::Interrupted { slot, how }));
                 self.set_code(status.code());
                 self.stop_now(now, out);
                 return;
@@ -1869,6 +1875,46 @@ mod tests {
         );
         assert!(!effects(&a).contains(&Action::Spawn { slot: 0 }));
         assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 5000)), Some(130));
+        // An app that handles SIGINT and exits 0 ends the run too, with 0.
+        let mut h = Harness::new(Settings {
+            instances: 2,
+            interactive: true,
+            ..settings()
+        });
+        h.start();
+        let a = h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(0),
+            },
+            5000,
+        );
+        assert!(effects(&a).contains(&Action::Stop {
+            pid: 102,
+            signal: INT
+        }));
+        h.feed(
+            Event::Exited {
+                pid: 102,
+                status: Status::Code(0),
+            },
+            5001,
+        );
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 5001)), Some(0));
+        // A crash of the terminal's worker is restarted as usual.
+        let mut h = Harness::new(Settings {
+            interactive: true,
+            ..settings()
+        });
+        h.start();
+        let a = h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(3),
+            },
+            5000,
+        );
+        assert!(effects(&a).contains(&Action::Spawn { slot: 0 }));
         // Without a terminal, the same death is a crash and is restarted.
         let mut h = Harness::new(settings());
         h.start();

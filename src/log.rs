@@ -142,8 +142,8 @@ pub fn text(note: &Note) -> String {
         } => format!(
             "worker {slot} died {quick_deaths} times in a row within {min_uptime_ms} ms of starting: crash loop, stopping"
         ),
-        Note::Interrupted { slot, signal } => {
-            format!("worker {slot} was interrupted at the terminal ({signal}): stopping")
+        Note::Interrupted { slot, how } => {
+            format!("worker {slot}, which owns the terminal, ended ({how}): stopping")
         }
         Note::StopRequested { signal, delay_ms } if *delay_ms > 0 => {
             format!("{signal} received: still serving for {delay_ms} ms (--stop-delay)")

@@ -5,7 +5,6 @@
 mod common;
 use common::*;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::mpsc::channel;
@@ -99,23 +98,6 @@ fn worker_has_its_own_process_group_and_its_slot() {
         }
         run.signal(libc::SIGTERM);
         assert_eq!(run.wait_code(), 0);
-    }
-}
-
-/// A pseudo-terminal pair: (master, slave path).
-fn openpty() -> (OwnedFd, String) {
-    // SAFETY: posix_openpt returns a new fd we own; grantpt/unlockpt take it;
-    // ptsname's static buffer is copied out at once (single use, no threads
-    // here call it concurrently in this test).
-    unsafe {
-        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
-        assert!(m >= 0, "posix_openpt");
-        assert_eq!(libc::grantpt(m), 0);
-        assert_eq!(libc::unlockpt(m), 0);
-        let name = std::ffi::CStr::from_ptr(libc::ptsname(m))
-            .to_string_lossy()
-            .into_owned();
-        (OwnedFd::from_raw_fd(m), name)
     }
 }
 

@@ -120,8 +120,14 @@ impl Run {
             }
             Mode::Subreaper => Command::new(PMINIT),
         };
-        cmd.args(args)
-            .stdin(Stdio::null())
+        cmd.args(args);
+        Run::spawn(mode, cmd, opts)
+    }
+
+    /// Runs `cmd` (which runs pminit somehow: docker run, say), reading its
+    /// output as `start_with` does.
+    pub fn spawn(mode: Mode, mut cmd: Command, opts: Options) -> Run {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .envs(opts.env);
@@ -394,6 +400,23 @@ pub fn field(line: &str, key: &str) -> i32 {
 }
 
 /// A TCP port free on 127.0.0.1 right now (the kernel picks it).
+/// A pseudo-terminal pair: (master, slave path).
+pub fn openpty() -> (std::os::fd::OwnedFd, String) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: posix_openpt returns a new fd we own; grantpt/unlockpt take it;
+    // ptsname's static buffer is copied out at once.
+    unsafe {
+        let m = libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY);
+        assert!(m >= 0, "posix_openpt");
+        assert_eq!(libc::grantpt(m), 0);
+        assert_eq!(libc::unlockpt(m), 0);
+        let name = std::ffi::CStr::from_ptr(libc::ptsname(m))
+            .to_string_lossy()
+            .into_owned();
+        (std::os::fd::OwnedFd::from_raw_fd(m), name)
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -401,9 +424,14 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// One HTTP/1.1 GET on a new connection to 127.0.0.1:`port`; the body, or
-/// why it failed. Bounded by a timeout.
+/// One HTTP/1.1 GET of / on a new connection to 127.0.0.1:`port`; the body,
+/// or why it failed. Bounded by a timeout.
 pub fn http_get(port: u16) -> Result<String, String> {
+    http_get_path(port, "/")
+}
+
+/// As `http_get`, for `path`.
+pub fn http_get_path(port: u16, path: &str) -> Result<String, String> {
     use std::io::Write;
     let timeout = Duration::from_secs(10);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -411,8 +439,10 @@ pub fn http_get(port: u16) -> Result<String, String> {
         .map_err(|e| format!("connect: {e}"))?;
     s.set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .map_err(|e| format!("write: {e}"))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
     let mut reply = String::new();
     s.read_to_string(&mut reply)
         .map_err(|e| format!("read: {e}"))?;
