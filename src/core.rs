@@ -928,7 +928,7 @@ impl Supervisor {
                     None => self.start_reload(out),
                 }
             }
-            libc::SIGTTIN => self.scale_up(out),
+            libc::SIGTTIN => self.scale_up(now, out),
             libc::SIGTTOU => self.scale_down(now, out),
             _ => {
                 let pids = self.worker_pids();
@@ -1062,27 +1062,19 @@ impl Supervisor {
         out.push(Action::Spawn { slot });
     }
 
-    fn scale_up(&mut self, out: &mut Vec<Action>) {
-        if self.phase != Phase::Running || self.settings.instances >= MAX_INSTANCES {
-            return;
-        }
-        self.add_worker(out);
-        out.push(Action::Log(Note::Scaled {
-            instances: self.settings.instances,
-        }));
+    fn scale_up(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let n = self.settings.instances;
+        self.scale(ScaleTo::To(n.saturating_add(1)), now, out);
     }
 
     fn scale_down(&mut self, now: Instant, out: &mut Vec<Action>) {
-        if self.phase != Phase::Running || self.settings.instances <= 1 {
-            return;
-        }
-        self.remove_worker(now, out);
-        out.push(Action::Log(Note::Scaled {
-            instances: self.settings.instances,
-        }));
+        let n = self.settings.instances;
+        self.scale(ScaleTo::To(n.saturating_sub(1)), now, out);
     }
 
-    /// `pminit scale`: to a number of workers between 1 and MAX_INSTANCES.
+    /// TTIN, TTOU and `pminit scale`: to a number of workers between 1 and
+    /// MAX_INSTANCES. The note comes first, then the workers it starts or
+    /// drains.
     fn scale(&mut self, to: ScaleTo, now: Instant, out: &mut Vec<Action>) {
         if self.phase != Phase::Running {
             return;
@@ -1092,15 +1084,15 @@ impl Supervisor {
         if target == n {
             return;
         }
+        out.push(Action::Log(Note::Scaled { instances: target }));
         while self.settings.instances < target {
             self.add_worker(out);
         }
         while self.settings.instances > target {
-            self.remove_worker(now, out);
+            if !self.remove_worker(now, out) {
+                break;
+            }
         }
-        out.push(Action::Log(Note::Scaled {
-            instances: self.settings.instances,
-        }));
     }
 
     /// One more worker, in the first slot a removal left empty, so slots
@@ -1125,14 +1117,22 @@ impl Supervisor {
     }
 
     /// One worker fewer: the highest slot that still counts drains.
-    fn remove_worker(&mut self, now: Instant, out: &mut Vec<Action>) {
-        let Some(slot) = self.slots.iter().rposition(|s| {
-            matches!(
-                s.state,
-                SlotState::Spawning | SlotState::Up(_) | SlotState::Backoff { .. }
-            )
-        }) else {
-            return;
+    /// Returns false when there is no slot left to remove.
+    fn remove_worker(&mut self, now: Instant, out: &mut Vec<Action>) -> bool {
+        // A finished slot first (nothing to stop), else the highest one that
+        // runs or will; the count of slots not retired stays the number of
+        // workers.
+        let done = self.slots.iter().rposition(|s| s.state == SlotState::Done);
+        let live = || {
+            self.slots.iter().rposition(|s| {
+                matches!(
+                    s.state,
+                    SlotState::Spawning | SlotState::Up(_) | SlotState::Backoff { .. }
+                )
+            })
+        };
+        let Some(slot) = done.or_else(live) else {
+            return false;
         };
         self.settings.instances -= 1;
         let s = std::mem::replace(&mut self.slots[slot].state, SlotState::Retired);
@@ -1146,6 +1146,7 @@ impl Supervisor {
         if self.reload.is_some_and(|r| r.slot == slot) {
             self.advance(out);
         }
+        true
     }
 
     fn on_exit(&mut self, pid: i32, status: Status, now: Instant, out: &mut Vec<Action>) {
@@ -2487,7 +2488,7 @@ mod tests {
     fn scale_to_add_and_remove() {
         let mut h = four_ready();
         let a = h.feed(Event::Scale(ScaleTo::Remove(2)), 20);
-        assert_eq!(notes(&a).last(), Some(&Note::Scaled { instances: 2 }));
+        assert_eq!(notes(&a).first(), Some(&Note::Scaled { instances: 2 }));
         let stopped: Vec<i32> = effects(&a)
             .iter()
             .filter_map(|x| match x {
@@ -2512,6 +2513,34 @@ mod tests {
         assert!(h.feed(Event::Scale(ScaleTo::To(1)), 50).is_empty());
         assert_eq!(ScaleTo::Add(5000).from(1), MAX_INSTANCES);
         assert_eq!(ScaleTo::To(0).from(3), 1);
+    }
+
+    #[test]
+    fn scaling_down_past_finished_workers_terminates() {
+        let mut h = Harness::new(Settings {
+            instances: 3,
+            restart: Restart::Never,
+            ..settings()
+        });
+        h.start();
+        // Slot 2 finished for good; slots 0 and 1 still run.
+        h.feed(
+            Event::Exited {
+                pid: 103,
+                status: Status::Code(0),
+            },
+            10,
+        );
+        let a = h.feed(Event::Scale(ScaleTo::To(1)), 20);
+        assert_eq!(h.sup.instances(), 1);
+        let stopped: Vec<Action> = effects(&a);
+        assert_eq!(
+            stopped,
+            vec![Action::Stop {
+                pid: 102,
+                signal: INT
+            }]
+        );
     }
 
     #[test]
