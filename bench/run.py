@@ -133,17 +133,17 @@ class Setup:
             p.stop()
 
 
-def start(name, pminit, workers, pm2_home):
+def start(name, pminit, workers, pm2_home, app=APP):
     port = free_port()
     env = {"PORT": str(port)}
     if name.startswith("pminit"):
         layout = name.split()[1]
         p = Proc([pminit, "-i", str(workers), "-l", f"127.0.0.1:{port}", "--socket-layout", layout,
-                  "--kill-timeout", "3s", "--", "node", APP], env)
+                  "--kill-timeout", "3s", "--", "node", app], env)
         p.wait_for("listening pid=", workers)
         return Setup(name, [p], [port], p.pid)
     if name == "pm2 cluster":
-        p = Proc([os.path.join(BIN, "pm2-runtime"), "start", APP, "-i", str(workers), "--name", "app"],
+        p = Proc([os.path.join(BIN, "pm2-runtime"), "start", app, "-i", str(workers), "--name", "app"],
                  dict(env, PM2_HOME=pm2_home))
         p.wait_for("listening pid=", workers)
         return Setup(name, [p], [port], p.pid)
@@ -233,42 +233,50 @@ def throughput(pminit, workers, seconds, pm2_home):
     return rows
 
 
-def autocannon(port, close, seconds):
-    cmd = [os.path.join(BIN, "autocannon"), "-c", "8", "-d", str(seconds), "-j", "-t", "5"]
+def autocannon(port, close):
+    """autocannon -c 8 until SIGINT (bench/load.js)."""
+    cmd = ["node", os.path.join(HERE, "load.js"), f"http://127.0.0.1:{port}/", "8"]
     if close:
-        cmd += ["-H", "Connection: close"]
-    return subprocess.Popen(cmd + [f"http://127.0.0.1:{port}/"], stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, text=True)
+        cmd.append("close")
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
 
 def reloads(pminit, workers, pm2_home, count=5):
-    """Failed requests while `count` rolling reloads run under load."""
+    """Failed requests while `count` rolling reloads run under load, for an
+    app with a well-behaved drain (bench/app.js) and one with no signal
+    handler at all (bench/plain.js)."""
     out = {}
-    for name in ["pminit shared", "pm2 cluster"]:
-        for close in (False, True):
-            s = start(name, pminit, workers, pm2_home)
-            try:
-                # Longer than the reloads take; stopped by SIGINT once they are done.
-                load = autocannon(s.ports[0], close, 120)
-                time.sleep(1)  # bench: let the load reach full speed before the first reload
-                for g in range(1, count + 1):
-                    if name.startswith("pminit"):
-                        os.kill(s.manager, signal.SIGHUP)
-                        s.procs[0].wait_for(f"reload to generation {g} finished")
-                    else:
-                        subprocess.run([os.path.join(BIN, "pm2"), "reload", "app"], check=True,
-                                       capture_output=True, env=dict(os.environ, PM2_HOME=pm2_home))
-                time.sleep(1)  # bench: requests that pm2 left hanging time out or fail now
-                load.send_signal(signal.SIGINT)
-                r = json.loads(load.communicate(timeout=60)[0])
-                failed = r["errors"] + r["timeouts"] + r["non2xx"]
-                key = f"{name} {'new conn' if close else 'keep-alive'}"
-                out[key] = {"requests": r["requests"]["total"], "failed": failed,
-                            "errors": r["errors"], "timeouts": r["timeouts"], "non2xx": r["non2xx"]}
-                log(f"{key:28} {failed} failed of {r['requests']['total']}")
-            finally:
-                s.stop()
+    for app in (APP, os.path.join(HERE, "plain.js")):
+        for name in ["pminit shared", "pm2 cluster"]:
+            for close in (False, True):
+                key = (f"{name}, {os.path.basename(app)}, "
+                       f"{'new conn' if close else 'keep-alive'}")
+                out[key] = reload_cell(name, app, close, pminit, workers, pm2_home, count)
+                log(f"{key:40} {out[key]['failed']} failed of {out[key]['requests']}")
     return out
+
+
+def reload_cell(name, app, close, pminit, workers, pm2_home, count):
+    s = start(name, pminit, workers, pm2_home, app)
+    try:
+        load = autocannon(s.ports[0], close)  # until SIGINT, once the reloads are done
+        time.sleep(1)  # bench: let the load reach full speed before the first reload
+        for g in range(1, count + 1):
+            if name.startswith("pminit"):
+                os.kill(s.manager, signal.SIGHUP)
+                s.procs[0].wait_for(f"reload to generation {g} finished")
+            else:
+                subprocess.run([os.path.join(BIN, "pm2"), "reload", "app"], check=True,
+                               capture_output=True, env=dict(os.environ, PM2_HOME=pm2_home))
+        # bench: pm2 reload returns before its old workers are gone; give
+        # their requests time to end (or fail) before the count.
+        time.sleep(2)
+        load.send_signal(signal.SIGINT)
+        r = json.loads(load.communicate(timeout=60)[0])
+        return {"requests": r["requests"]["total"], "failed": r["errors"] + r["timeouts"] + r["non2xx"],
+                "errors": r["errors"], "timeouts": r["timeouts"], "non2xx": r["non2xx"]}
+    finally:
+        s.stop()
 
 
 def memory_and_idle(pminit, pm2_home, idle_seconds):
@@ -415,7 +423,10 @@ def write_md(res, path):
     for k, v in r.items():
         L.append(f"| {k} | {v['requests']} | {v['failed']} | {v['errors']} / {v['timeouts']} / {v['non2xx']} |")
     L.append("\npminit: `kill -HUP`, waiting for each reload to finish; pm2: `pm2 reload app` "
-             "against pm2-runtime. autocannon -c 8 for the whole run.\n")
+             "against pm2-runtime. autocannon -c 8 for the whole run. `app.js` drains on SIGINT "
+             "as the README describes (stop accepting, `Connection: close`, exit when done); "
+             "`plain.js` has no signal handler at all, like most apps: pminit's preload drains "
+             "it, pm2 has nothing that does.\n")
     L.append("## Memory and idle cost of the managing process\n")
     L.append("| process | RSS | CPU ticks in 10 s idle | context switches in 10 s idle |\n|---|---|---|---|")
     for k, v in m.items():
