@@ -9,7 +9,7 @@ matplotlib from PyPI), builds the static pminit, then measures on loopback,
 every load bounded in time:
 
 - req/s and p50/p99 latency, keep-alive and a new connection per request
-  (wrk -t 2 -c 64), for the same app (bench/app.js) under: pminit -i N
+  (two wrk processes, 64 connections in all), for the same app (bench/app.js) under: pminit -i N
   (shared and per-worker sockets), pm2-runtime -i N (pm2's cluster mode),
   Node's cluster module (bench/cluster.js), tini with one Node, and N
   independent Node processes on N ports (the upper bound: no init at all);
@@ -27,15 +27,15 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+
+from layouts import free_port, parse_wrk
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -70,14 +70,6 @@ def build():
     out = subprocess.run([os.path.join(ROOT, "scripts", "build-static.sh")], check=True,
                          capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1]
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Proc:
@@ -164,28 +156,15 @@ def start(name, pminit, workers, pm2_home, app=APP):
     raise ValueError(name)
 
 
-def ms(value, unit):
-    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
-
-
-def parse_wrk(out):
-    r = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}
-    for pct in ("50", "99"):
-        m = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)\b", out)
-        r[f"p{pct}"] = ms(*m.groups()) if m else float("nan")
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    r["errors"] = sum(map(int, m.groups())) if m else 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    r["errors"] += int(m.group(1)) if m else 0
-    return r
-
-
 def wrk(ports, seconds, close, conns=64):
-    """wrk on each port at once (one per port, the connections split);
-    req/s summed, latencies averaged."""
+    """Load from at least two wrk processes at once, one thread each, the
+    connections split between them; a setup with one port gets the same
+    two, so every setup sees the same load generator. req/s summed,
+    latencies averaged."""
+    targets = ports if len(ports) >= 2 else ports * 2
     procs = []
-    for port in ports:
-        cmd = ["wrk", "-t", str(max(1, 2 // len(ports))), "-c", str(max(2, conns // len(ports))),
+    for port in targets:
+        cmd = ["wrk", "-t", "1", "-c", str(max(2, conns // len(targets))),
                "-d", f"{seconds}s", "--latency", "--timeout", "5s"]
         if close:
             cmd += ["-H", "Connection: close"]
@@ -396,8 +375,8 @@ def write_md(res, path):
     L.append("# Benchmarks: pminit against pm2, Node's cluster module and tini\n")
     L.append(f"Made by `python3 bench/run.py --seconds {res['seconds']} --workers {res['workers']}` "
              f"on {res['machine']}. One run: every ratio compares numbers taken minutes apart on "
-             "the same machine. All traffic on loopback; the load generator (wrk -t 2 -c 64, or "
-             "autocannon -c 8 for the reloads) shares the CPUs with the servers, so absolute "
+             "the same machine. All traffic on loopback; the load generator (two wrk processes "
+             "of one thread and 32 connections each, or autocannon -c 8 for the reloads) shares the CPUs with the servers, so absolute "
              "numbers are low and differences of ~10% are noise.\n")
     L.append("![chart](chart.png)\n")
     L.append("## Targets\n")
@@ -416,8 +395,9 @@ def write_md(res, path):
                  f"| {new['p50']:.2f} / {new['p99']:.2f} | {ratio(base['keep_alive']['rps'], ka['rps']):.2f} / "
                  f"{ratio(base['new_conn']['rps'], new['rps']):.2f} |")
     L.append("\n`tini + 1 node` runs one worker; `independent` is N plain Node processes on N "
-             "ports, each loaded by its own wrk (req/s summed, latencies averaged): the bound "
-             "with no init and no shared socket at all.\n")
+             "ports, each loaded by its own wrk (the one-port setups get two wrk processes on "
+             "their one port, so the load generator is the same everywhere; req/s summed, "
+             "latencies averaged): the bound with no init and no shared socket at all.\n")
     L.append("## Failed requests during 5 rolling reloads under load\n")
     L.append("| setup and load | requests | failed | errors / timeouts / non-2xx |\n|---|---|---|---|")
     for k, v in r.items():

@@ -140,6 +140,8 @@ impl Shell {
                 self.signal_group(pid, signal);
             }
             Action::SignalGroup { pgid, signal } => self.signal_group(pgid, signal),
+            // No child at all (the common end of a run): no /proc scan.
+            Action::SignalStrays { .. } if !sys::has_children() => {}
             Action::SignalStrays { signal, workers } => {
                 for pid in strays(self.me, &workers) {
                     let _ = sys::kill(pid, signal);

@@ -160,6 +160,32 @@ pub fn reap_one() -> Reaped {
     }
 }
 
+/// Whether this process has any child at all (running, or exited and not
+/// yet reaped), without reaping it.
+pub fn has_children() -> bool {
+    // SAFETY: a zeroed siginfo_t is a valid out-parameter for waitid.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: waitid writes into the siginfo_t we pass; WNOWAIT leaves
+        // any exited child to be reaped later.
+        let r = unsafe {
+            libc::waitid(
+                libc::P_ALL,
+                0,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            )
+        };
+        if r == 0 {
+            return true;
+        }
+        if Errno::last() != Errno::EINTR {
+            // ECHILD: none at all.
+            return false;
+        }
+    }
+}
+
 /// kill(2) with any signal number, real-time ones included.
 pub fn kill(pid: i32, sig: i32) -> Result<(), Errno> {
     // SAFETY: kill has no memory-safety preconditions.

@@ -7,8 +7,6 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -328,12 +326,6 @@ fn an_interactive_tty_run_stops_on_ctrl_c() {
     if !docker("an_interactive_tty_run") {
         return;
     }
-    let (master, slave) = openpty();
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&slave)
-        .expect("open pty slave");
     let name = format!("pminit-e2e-{}-tty", std::process::id());
     let mut cmd = Command::new("docker");
     cmd.args([
@@ -345,54 +337,14 @@ fn an_interactive_tty_run_stops_on_ctrl_c() {
         "--network",
         "none",
         EXAMPLE,
-    ])
-    .stdin(Stdio::from(tty.try_clone().expect("dup")))
-    .stdout(Stdio::from(tty.try_clone().expect("dup")))
-    .stderr(Stdio::from(tty));
-    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("docker run -it");
+    ]);
+    let mut pty = OnPty::spawn(cmd);
     let _cleanup = Removal(name);
-    let mut writer = std::fs::File::from(master.try_clone().expect("dup master"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(std::fs::File::from(master)).lines() {
-            // EIO once every slave fd is closed.
-            let Ok(l) = line else { return };
-            if tx.send(l).is_err() {
-                return;
-            }
-        }
-    });
-    let end = Instant::now() + DEADLINE;
-    let mut seen = String::new();
-    let mut wait_for = |text: &str, n: usize| {
-        while seen.matches(text).count() < n {
-            let l = rx
-                .recv_timeout(end.saturating_duration_since(Instant::now()))
-                .unwrap_or_else(|_| panic!("no {text:?} x{n}; saw:\n{seen}"));
-            seen.push_str(&l);
-            seen.push('\n');
-        }
-    };
-    wait_for("is ready", 4);
-    writer.write_all(b"\x03").expect("type Ctrl-C");
-    wait_for("owns the terminal, ended", 1);
-    let (etx, erx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = etx.send(child.wait());
-    });
-    let status = erx
-        .recv_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("docker run -it did not end on Ctrl-C; saw:\n{seen}"))
-        .expect("wait");
+    pty.wait_for("is ready", 4);
+    pty.type_keys(b"\x03");
+    pty.wait_for("owns the terminal, ended", 1);
+    let seen = pty.seen.clone();
+    let status = pty.wait();
     // The example app handles SIGINT and exits 0: so does the run.
     assert_eq!(status.code(), Some(0), "saw:\n{seen}");
 }

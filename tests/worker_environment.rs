@@ -4,11 +4,7 @@
 
 mod common;
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::mpsc::channel;
-use std::time::Instant;
+use std::process::Command;
 
 /// pminit started with signals blocked and ignored, and with stray fds.
 fn messy_parent() -> Options {
@@ -104,68 +100,19 @@ fn worker_has_its_own_process_group_and_its_slot() {
 #[test]
 fn interactive_run_gives_the_worker_the_terminal_and_ctrl_c_stops_it() {
     // As `docker run -it`: pminit is a session leader with a terminal.
-    let (master, slave) = openpty();
-    let tty = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&slave)
-        .expect("open pty slave");
     let mut cmd = Command::new(PMINIT);
-    cmd.args(["--", python(), &fixture("tty.py")])
-        .stdin(Stdio::from(tty.try_clone().expect("dup")))
-        .stdout(Stdio::from(tty.try_clone().expect("dup")))
-        .stderr(Stdio::from(tty));
-    // SAFETY: setsid and ioctl(TIOCSCTTY) are async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("start pminit on a pty");
-    let mut writer = std::fs::File::from(master.try_clone().expect("dup master"));
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(std::fs::File::from(master)).lines() {
-            match line {
-                Ok(l) => {
-                    if tx.send(l).is_err() {
-                        return;
-                    }
-                }
-                Err(_) => return, // EIO once every slave fd is closed
-            }
-        }
-    });
-    let end = Instant::now() + DEADLINE;
-    let mut seen = String::new();
-    let line = loop {
-        let l = rx
-            .recv_timeout(end.saturating_duration_since(Instant::now()))
-            .unwrap_or_else(|_| panic!("no report from the worker; saw:\n{seen}"));
-        seen.push_str(&l);
-        seen.push('\n');
-        if l.contains("foreground=") {
-            break l;
-        }
-    };
+    cmd.args(["--", python(), &fixture("tty.py")]);
+    let mut pty = OnPty::spawn(cmd);
+    let line = pty.wait_for("foreground=", 1);
     assert_eq!(
         field(&line, "pgid"),
         field(&line, "foreground"),
         "worker owns the terminal: {line}"
     );
     // Ctrl-C: the terminal sends SIGINT to the worker's group, not to pminit.
-    writer.write_all(b"\x03").expect("type Ctrl-C");
-    let (etx, erx) = channel();
-    std::thread::spawn(move || {
-        let _ = etx.send(child.wait());
-    });
-    let status = erx
-        .recv_timeout(DEADLINE)
-        .unwrap_or_else(|_| panic!("pminit did not stop on Ctrl-C; saw:\n{seen}"))
-        .expect("wait");
+    pty.type_keys(b"\x03");
+    let seen = pty.seen.clone();
+    let status = pty.wait();
     assert_eq!(
         status.code(),
         Some(130),
