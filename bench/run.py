@@ -331,7 +331,7 @@ def chart(results, path):
     ax.set_xticks(range(len(mk)), mk, rotation=30, ha="right")
     ax.set_ylabel("MiB")
     ax.set_yscale("log")
-    ax.set_title("RSS of the manager process (not the workers)")
+    ax.set_title("Manager RSS, log scale")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
 
