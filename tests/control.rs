@@ -112,11 +112,7 @@ fn status_ready_reload_scale_and_prestop_from_a_second_pminit() {
     };
     for mode in modes("status_ready_reload_scale_and_prestop") {
         let (mut run, port) = start_plain(mode, &app, "2", &[]);
-        run.expect_count(
-            "saying a worker is ready",
-            2,
-            |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-        );
+        run.expect_ready(2);
         let a = verb(&run, &["ready"], None);
         assert_eq!((a.code, a.out.trim()), (0, "ready"), "{a:?}");
 
@@ -227,11 +223,7 @@ fn a_reload_that_fails_exits_1_and_the_old_workers_keep_serving() {
                 ..Options::default()
             },
         );
-        run.expect_count(
-            "saying a worker is ready",
-            2,
-            |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-        );
+        run.expect_ready(2);
         for (broken, why) in [
             ("crash", "exited with code 1"),
             ("silent", "not ready within"),
@@ -447,11 +439,7 @@ fn user_binds_a_privileged_port_as_root_and_runs_workers_as_the_user() {
                 "-i", "2", "--user", "nobody", "-l", &listen, "--", "node", "plain.js",
             ],
         );
-        run.expect_count(
-            "saying a worker is ready",
-            2,
-            |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-        );
+        run.expect_ready(2);
         let body = http_get(port).unwrap_or_else(|e| panic!("[{mode:?}] {e}"));
         let s = status_json(&run);
         for w in s["workers"].as_array().expect("workers") {

@@ -121,11 +121,7 @@ impl Container {
     }
 
     fn ready_workers(&self, n: usize) {
-        self.run.expect_count(
-            "saying a worker is ready",
-            n,
-            |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-        );
+        self.run.expect_ready(n);
     }
 
     /// A process of the container with pid `pid` in the container's view,

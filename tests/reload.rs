@@ -44,11 +44,7 @@ fn reload(run: &Run, generation: u64) {
 fn five_reloads_under_load(script: &str, keep_alive: bool, test: &str) {
     let Some(app) = node_app(test) else { return };
     let (mut run, port) = start_app(&app, script, &["-i", "4"], vec![]);
-    run.expect_count(
-        "saying a worker is ready",
-        4,
-        |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-    );
+    run.expect_ready(4);
     let load = Load::start(port, 4, keep_alive);
     for generation in 1..=5 {
         reload(&run, generation);
@@ -110,11 +106,7 @@ fn a_reload_picks_up_new_code_on_disk() {
         &["-i", "2"],
         vec![("RELEASE_FILE".into(), release.display().to_string())],
     );
-    run.expect_count(
-        "ready",
-        2,
-        |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-    );
+    run.expect_ready(2);
     assert!(http_get(port).expect("v1").contains("release=v1"));
     std::fs::write(&release, "v2").expect("write");
     reload(&run, 1);
@@ -155,11 +147,7 @@ fn a_broken_release_never_replaces_a_working_one() {
             &["-i", "3", "--listen-timeout", "1s"],
             vec![("RELEASE_FILE".into(), release.display().to_string())],
         );
-        run.expect_count(
-            "ready",
-            3,
-            |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-        );
+        run.expect_ready(3);
         let load = Load::start(port, 2, false);
         std::fs::write(&release, broken).expect("write");
         run.signal(libc::SIGHUP);
@@ -205,11 +193,7 @@ fn hups_during_a_reload_fold_into_one_more() {
         &["-i", "2", "--wait-ready"],
         vec![("WARM_UP_MS".into(), "300".into())],
     );
-    run.expect_count(
-        "ready",
-        2,
-        |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-    );
+    run.expect_ready(2);
     run.signal(libc::SIGHUP);
     run.expect_err("reload to generation 1 started");
     run.signal(libc::SIGHUP);
@@ -259,11 +243,7 @@ fn wait_ready_waits_for_process_send_ready() {
     );
     // process.send('ready') makes it ready.
     run.signal(libc::SIGUSR2);
-    run.expect_count(
-        "ready",
-        1,
-        |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-    );
+    run.expect_ready(1);
     run.signal(libc::SIGTERM);
     assert_eq!(run.wait_code(), 0, "{}", run.transcript());
 }
@@ -314,11 +294,7 @@ fn sd_notify_ready_and_stopping_from_a_python_worker() {
             &fixture("notify.py"),
         ],
     );
-    run.expect_count(
-        "ready",
-        1,
-        |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-    );
+    run.expect_ready(1);
     // Ready because of READY=1 (pminit logs what it received, in order).
     let err = run.stderr_lines();
     let notified = err
@@ -348,11 +324,7 @@ fn a_worker_over_max_memory_is_replaced_without_failed_requests() {
         &["-i", "2", "--max-memory", "150M"],
         vec![("HOG_ONCE_FILE".into(), once.display().to_string())],
     );
-    run.expect_count(
-        "ready",
-        2,
-        |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-    );
+    run.expect_ready(2);
     let load = Load::start(port, 2, false);
     let grew = run.expect_out("grew pid=");
     let hog = field(&grew, "pid");
@@ -373,18 +345,10 @@ fn ttin_adds_a_worker_and_ttou_drains_one() {
         return;
     };
     let (mut run, port) = start_app(&app, "plain.js", &["-i", "2"], vec![]);
-    run.expect_count(
-        "ready",
-        2,
-        |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-    );
+    run.expect_ready(2);
     run.signal(libc::SIGTTIN);
     run.expect_err("now 3 workers");
-    run.expect_count(
-        "ready",
-        3,
-        |l| matches!(l, Line::Err(s) if s.contains("is ready")),
-    );
+    run.expect_ready(3);
     let mut pids = std::collections::BTreeSet::new();
     for _ in 0..500 {
         pids.insert(field(&http_get(port).expect("request"), "pid"));

@@ -235,6 +235,15 @@ impl Run {
         }
     }
 
+    /// Waits until pminit has logged `n` workers ready (in all, so far).
+    pub fn expect_ready(&self, n: usize) {
+        self.expect_count(
+            "saying a worker is ready",
+            n,
+            |l| matches!(l, Line::Err(s) if s.contains("is ready")),
+        );
+    }
+
     /// Waits for a stdout line containing `text` and returns it.
     pub fn expect_out(&self, text: &str) -> String {
         match self.expect(
