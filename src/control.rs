@@ -648,9 +648,6 @@ fn exchange(inv: &Invocation, each: &mut dyn FnMut(Reply) -> Option<u8>) -> Resu
             let line: Vec<u8> = pending.drain(..=end).collect();
             let reply: Reply = serde_json::from_slice(&line[..end])
                 .map_err(|e| format!("cannot understand pminit's answer: {e}"))?;
-            if let Reply::Error { message } = reply {
-                return Err(message);
-            }
             if let Some(code) = each(reply) {
                 return Ok(code);
             }

@@ -450,13 +450,7 @@ fn user_binds_a_privileged_port_as_root_and_runs_workers_as_the_user() {
         let served_by: i32 = field(&body, "pid");
         let host_pid = match mode {
             Mode::Subreaper => served_by,
-            Mode::Pid1 => descendants(run.outer_pid)
-                .into_iter()
-                .find(|&p| {
-                    status_field(p, "NSpid").is_some_and(|ns| {
-                        ns.split_whitespace().last() == Some(&served_by.to_string())
-                    })
-                })
+            Mode::Pid1 => host_pid_of(run.outer_pid, served_by.into())
                 .expect("the worker in the test's /proc"),
         };
         let uid = status_field(host_pid, "Uid").expect("Uid");

@@ -55,6 +55,8 @@ fn node_app_dir() -> String {
 struct Container {
     name: String,
     run: Run,
+    /// `docker rm -f` when the test ends, however it ends.
+    _removal: Removal,
 }
 
 fn container(args: &[&str]) -> Container {
@@ -67,7 +69,11 @@ fn container(args: &[&str]) -> Container {
     let mut cmd = Command::new("docker");
     cmd.args(["run", "--rm", "--name", &name]).args(args);
     let run = Run::spawn(Mode::Pid1, cmd, Options::default());
-    Container { name, run }
+    Container {
+        _removal: Removal(name.clone()),
+        name,
+        run,
+    }
 }
 
 impl Container {
@@ -127,25 +133,8 @@ impl Container {
     /// A process of the container with pid `pid` in the container's view,
     /// as the host sees it.
     fn host_pid_of(&self, pid: i64) -> i32 {
-        let want = pid.to_string();
-        descendants(self.host_pid())
-            .into_iter()
-            .chain([self.host_pid()])
-            .find(|&p| {
-                status_field(p, "NSpid")
-                    .is_some_and(|ns| ns.split_whitespace().last() == Some(want.as_str()))
-            })
+        host_pid_of(self.host_pid(), pid)
             .unwrap_or_else(|| panic!("no process {pid} in {}", self.name))
-    }
-}
-
-impl Drop for Container {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["rm", "-f", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
     }
 }
 

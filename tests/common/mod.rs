@@ -513,6 +513,16 @@ impl OnPty {
     }
 }
 
+/// The host's pid of the process that is `ns_pid` in the PID namespace of
+/// `root` (which is that namespace's init, or above it), from NSpid.
+pub fn host_pid_of(root: i32, ns_pid: i64) -> Option<i32> {
+    let want = ns_pid.to_string();
+    std::iter::once(root).chain(descendants(root)).find(|&p| {
+        status_field(p, "NSpid")
+            .is_some_and(|ns| ns.split_whitespace().last() == Some(want.as_str()))
+    })
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
