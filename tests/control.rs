@@ -288,6 +288,7 @@ fn only_root_or_pminits_uid_may_change_state_anyone_may_look() {
         assert_eq!(s["phase"], "running");
         run.signal(libc::SIGTERM);
         assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+        run.drain();
         assert!(
             !run.stderr_lines().iter().any(|l| l.contains("reload")),
             "{}",
@@ -482,6 +483,8 @@ fn json_log_lines_have_stable_fields_for_each_event() {
     assert_eq!(a.code, 0, "{a:?}");
     run.signal(libc::SIGTERM);
     assert_eq!(run.wait_code(), 0);
+    // The last lines may still be in the pipe when the exit is seen.
+    run.drain();
     let events: Vec<serde_json::Value> = run
         .stderr_lines()
         .iter()
