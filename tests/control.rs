@@ -239,6 +239,14 @@ fn a_reload_that_fails_exits_1_and_the_old_workers_keep_serving() {
         std::fs::write(&release, "v2").expect("write");
         let a = verb(&run, &["reload"], None);
         assert_eq!(a.code, 0, "[{mode:?}] {a:?}");
+        // A finished reload has asked the old workers to stop; until they
+        // have drained and exited, one may still take a connection.
+        status_until(&run, "only the newest generation's workers", |s| {
+            s["workers"].as_array().is_some_and(|w| {
+                w.iter()
+                    .all(|w| w["generation"] == s["generation"] && w["state"] == "ready")
+            })
+        });
         let body = http_get(port).expect("served");
         assert!(body.contains("release=v2"), "[{mode:?}] {body}");
         run.signal(libc::SIGTERM);
