@@ -1,0 +1,672 @@
+//! The supervisor's decisions, as a pure state machine.
+//!
+//! `Supervisor::handle(event, now)` returns the actions the I/O shell must
+//! carry out (spawn, signal, exit) and the notes it must log. Nothing here
+//! touches a process, a clock or a file, so every rule is unit-tested, and
+//! model-tested against generated event sequences (`model.rs`), without
+//! starting anything. `event_loop.rs` is the only caller that does I/O.
+//!
+//! Where each behaviour lives:
+//! - `mod.rs`: the state (slots, drainers, phase), the events and actions,
+//!   `handle` (dispatch), timers (`next_deadline`, `on_tick`), readiness
+//!   reports and signals;
+//! - `restart.rs`: a worker that exits on its own: restart policy, backoff
+//!   (100 ms doubling to 15 s; a worker that lived `--min-uptime` restarts at
+//!   once and resets the count), crash loop after `--max-restarts`;
+//! - `reload.rs`: rolling reload (HUP): generations, promote, drain, failure;
+//! - `memory.rs`: `--max-memory`, a one-slot reload;
+//! - `stop.rs`: stop delay, stop signal, grace, SIGKILL sweep, exit code;
+//! - `scale.rs`: TTIN, TTOU and `pminit scale`;
+//! - `status.rs`: what `pminit status` and `pminit ready` see;
+//! - `notes.rs`: the log lines the core asks for.
+//!
+//! Invariants (checked after every step of every generated sequence by
+//! `check_invariants`, see `invariants.rs`):
+//! 1. Surge: at most one incoming worker exists, and only during a reload;
+//!    live workers never exceed N + 1 plus the workers already draining.
+//! 2. A reload never stops an old worker before its replacement is ready:
+//!    every drainer of a reload was replaced by a ready worker of a newer
+//!    generation in its slot (or removed by a scale-down, or stopped with
+//!    everything else).
+//! 3. After a failed reload every slot that was serving still serves.
+//! 4. Every pid that was spawned is tracked until it is reaped; once the
+//!    stop has begun no worker is spawned.
+//! 5. pminit exits only when no worker and no tracked process remains.
+//! 6. The exit code follows the README's table: a worker's own code or
+//!    128 + signal, non-zero for a crash loop or a SIGKILLed worker, 0 for a
+//!    clean graceful stop; stray orphans never change it.
+//! 7. `ready` holds only while running, not draining, with every slot served
+//!    by a ready worker once (then at least one).
+//! 8. `next_deadline` is the earliest pending timer: a Tick at that moment
+//!    changes something or nothing is pending (no busy loop, no lost timer).
+
+use serde::Serialize;
+use std::time::{Duration, Instant};
+
+use crate::parse::signal_name;
+
+mod memory;
+mod notes;
+mod reload;
+mod restart;
+mod scale;
+mod status;
+mod stop;
+
+pub use notes::Note;
+use notes::{millis, split_status};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Restart {
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub instances: usize,
+    pub stop_signal: i32,
+    pub kill_timeout: Duration,
+    pub stop_delay: Duration,
+    pub restart: Restart,
+    pub max_restarts: u32,
+    pub min_uptime: Duration,
+    /// Longest wait for a worker to become ready.
+    pub listen_timeout: Duration,
+    /// stdin is a terminal: worker 0 takes the foreground process group, and
+    /// its death by SIGINT/SIGQUIT (Ctrl-C, Ctrl-\) ends the run.
+    pub interactive: bool,
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Status {
+    Code(i32),
+    Signal(i32),
+}
+
+impl Status {
+    /// The shell convention (and tini's): the code, or 128 + signal.
+    pub fn code(self) -> i32 {
+        match self {
+            Status::Code(c) => c,
+            Status::Signal(s) => 128 + s,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// pminit is set up: start the workers.
+    Start,
+    /// The shell started the worker of `slot`; `ready` when nothing more
+    /// is awaited from it (no --wait-ready, no preload to report a listen).
+    Spawned { slot: usize, pid: i32, ready: bool },
+    /// A worker said it is ready (process.send('ready'), READY=1, or the
+    /// preload reporting that it listens).
+    Ready { pid: i32 },
+    /// The shell could not start the worker of `slot` (exec failed).
+    SpawnFailed { slot: usize, status: Status },
+    /// A signal was delivered to pminit.
+    Signal(i32),
+    /// A child was reaped.
+    Exited { pid: i32, status: Status },
+    /// After reaping: pminit has no child left at all.
+    TreeEmpty,
+    /// The deadline from `next_deadline` has passed.
+    Tick,
+    /// The worker's process group uses more memory than --max-memory.
+    OverMemory { pid: i32, rss: u64 },
+    /// `pminit scale`: change the number of workers.
+    Scale(ScaleTo),
+    /// `pminit prestop`: the orchestrator is about to stop us. Keep serving,
+    /// but `ready` fails from now on, so traffic moves elsewhere.
+    Prestop,
+}
+
+/// The most workers `scale` (and `-i`) accept.
+pub const MAX_INSTANCES: usize = 1024;
+
+/// The argument of `pminit scale N|+K|-K`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScaleTo {
+    To(usize),
+    Add(usize),
+    Remove(usize),
+}
+
+impl ScaleTo {
+    /// The number of workers this asks for, starting from `n`.
+    pub fn from(self, n: usize) -> usize {
+        match self {
+            ScaleTo::To(t) => t,
+            ScaleTo::Add(k) => n.saturating_add(k),
+            ScaleTo::Remove(k) => n.saturating_sub(k),
+        }
+        .clamp(1, MAX_INSTANCES)
+    }
+}
+
+/// What a worker is doing, for `pminit status`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkerState {
+    /// Started, not ready yet (or the new worker of a reload).
+    Starting,
+    Ready,
+    /// Asked to stop; finishing what it has (replaced, removed, or stopping).
+    Draining,
+    /// Waiting out the restart backoff.
+    Backoff,
+    /// Exited and not restarted.
+    Stopped,
+}
+
+/// One row of `pminit status`, as the core knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerView {
+    pub slot: usize,
+    pub pid: Option<i32>,
+    pub generation: u64,
+    pub state: WorkerState,
+    pub restarts: u32,
+    pub since: Option<Instant>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Spawn {
+        slot: usize,
+    },
+    /// Ask the worker `pid` to stop: `signal` to its process group (after
+    /// pm2's shutdown message, if configured).
+    Stop {
+        pid: i32,
+        signal: i32,
+    },
+    /// Send `signal` to the process group led by `pgid`.
+    SignalGroup {
+        pgid: i32,
+        signal: i32,
+    },
+    /// Send `signal` to every child of pminit outside the worker groups
+    /// (orphans reparented to pminit).
+    SignalStrays {
+        signal: i32,
+        workers: Vec<i32>,
+    },
+    /// SIGKILL everything pminit is responsible for: every process of the
+    /// namespace when PID 1, else the worker groups and the strays.
+    KillAll {
+        workers: Vec<i32>,
+    },
+    /// The slots whose worker now exists changed: steer new connections to
+    /// these (per-worker socket layout).
+    Steer {
+        slots: Vec<usize>,
+    },
+    Log(Note),
+    Exit(i32),
+}
+
+/// One worker process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Worker {
+    pid: i32,
+    since: Instant,
+    generation: u64,
+    ready: bool,
+    /// When --listen-timeout runs out if it is not ready by then.
+    ready_by: Instant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SlotState {
+    /// Spawn requested; the shell answers with Spawned or SpawnFailed.
+    Spawning,
+    Up(Worker),
+    /// Waiting out the restart backoff.
+    Backoff {
+        until: Instant,
+    },
+    /// Exited and not restarted.
+    Done,
+    /// Removed by TTOU; TTIN may bring it back.
+    Retired,
+}
+
+/// The new worker of a slot during a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Incoming {
+    Spawning,
+    Up(Worker),
+}
+
+#[derive(Clone, Debug)]
+struct Slot {
+    state: SlotState,
+    incoming: Option<Incoming>,
+    quick_deaths: u32,
+    restarts: u32,
+}
+
+impl Slot {
+    fn new() -> Slot {
+        Slot {
+            state: SlotState::Spawning,
+            incoming: None,
+            quick_deaths: 0,
+            restarts: 0,
+        }
+    }
+
+    fn worker(&self) -> Option<Worker> {
+        match self.state {
+            SlotState::Up(w) => Some(w),
+            _ => None,
+        }
+    }
+
+    fn incoming_worker(&self) -> Option<Worker> {
+        match self.incoming {
+            Some(Incoming::Up(w)) => Some(w),
+            _ => None,
+        }
+    }
+
+    /// Finished for good: nothing runs and nothing will be restarted.
+    fn finished(&self) -> bool {
+        matches!(self.state, SlotState::Done | SlotState::Retired) && self.incoming.is_none()
+    }
+}
+
+/// A worker asked to stop (replaced by a reload, or removed by TTOU).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Drainer {
+    pid: i32,
+    slot: usize,
+    since: Instant,
+    generation: u64,
+    /// SIGKILL at this moment; None once sent.
+    kill_at: Option<Instant>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Running,
+    /// TERM received; still serving until `until` (--stop-delay).
+    Draining {
+        until: Instant,
+    },
+    /// Stop signal sent; SIGKILL at `kill_at`.
+    Stopping {
+        kill_at: Instant,
+    },
+    /// SIGKILL sent; waiting for the tree to be reaped.
+    Killing,
+    Exited,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Reload {
+    /// The slot being replaced, or the next one to look at.
+    slot: usize,
+    /// A HUP arrived meanwhile: one more reload after this one.
+    again: bool,
+    /// Only this slot (--max-memory), not a rolling reload of all.
+    single: bool,
+}
+
+pub struct Supervisor {
+    settings: Settings,
+    slots: Vec<Slot>,
+    drainers: Vec<Drainer>,
+    phase: Phase,
+    reload: Option<Reload>,
+    /// Bumped by every reload; workers carry the one they were started in.
+    generation: u64,
+    /// The first exit code that explains the end of the run, if any.
+    code: Option<i32>,
+    killed: bool,
+    /// The slots last reported with Action::Steer.
+    steered: Vec<usize>,
+    /// `pminit prestop` was called: not ready, still serving.
+    prestopped: bool,
+    /// Every slot has had a ready worker at once: from then on one ready
+    /// worker is enough for `ready` (a single restart does not unready us).
+    fully_up: bool,
+}
+
+impl Supervisor {
+    pub fn new(settings: Settings) -> Supervisor {
+        Supervisor {
+            settings,
+            slots: Vec::new(),
+            drainers: Vec::new(),
+            phase: Phase::Running,
+            reload: None,
+            generation: 0,
+            code: None,
+            killed: false,
+            steered: Vec::new(),
+            prestopped: false,
+            fully_up: false,
+        }
+    }
+
+    /// The earliest moment at which `Tick` has something to do.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Draining { until } => Some(until),
+            Phase::Stopping { kill_at } => Some(kill_at),
+            Phase::Running | Phase::Killing | Phase::Exited => None,
+        };
+        let running = self.phase == Phase::Running;
+        let slots = self.slots.iter().flat_map(|s| {
+            let backoff = match s.state {
+                SlotState::Backoff { until } if running => Some(until),
+                _ => None,
+            };
+            let readiness = [s.worker(), s.incoming_worker()]
+                .into_iter()
+                .flatten()
+                .filter(|w| !w.ready && running)
+                .map(|w| w.ready_by);
+            backoff.into_iter().chain(readiness)
+        });
+        let drainers = self.drainers.iter().filter_map(|d| d.kill_at);
+        phase.into_iter().chain(slots).chain(drainers).min()
+    }
+
+    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.phase == Phase::Exited {
+            return out;
+        }
+        match event {
+            Event::Start => {
+                for slot in 0..self.settings.instances {
+                    self.slots.push(Slot::new());
+                    out.push(Action::Spawn { slot });
+                }
+            }
+            Event::Spawned { slot, pid, ready } => self.on_spawned(slot, pid, ready, now, &mut out),
+            Event::SpawnFailed { slot, status } => {
+                let Some(s) = self.slots.get_mut(slot) else {
+                    return out;
+                };
+                if s.incoming == Some(Incoming::Spawning) {
+                    s.incoming = None;
+                    let reason = format!("the new worker could not start (code {})", status.code());
+                    self.reload_failed(slot, reason, &mut out);
+                } else if s.state == SlotState::Spawning {
+                    self.worker_gone(slot, status, Duration::ZERO, now, &mut out);
+                }
+            }
+            Event::Ready { pid } => self.on_ready(pid, now, &mut out),
+            Event::Signal(sig) => self.on_signal(sig, now, &mut out),
+            Event::Exited { pid, status } => self.on_exit(pid, status, now, &mut out),
+            Event::TreeEmpty => {
+                let stopping = matches!(
+                    self.phase,
+                    Phase::Draining { .. } | Phase::Stopping { .. } | Phase::Killing
+                );
+                if stopping && self.live_workers() == 0 {
+                    self.exit(&mut out);
+                }
+            }
+            Event::Tick => self.on_tick(now, &mut out),
+            Event::OverMemory { pid, rss } => self.over_memory(pid, rss, &mut out),
+            Event::Scale(to) => self.scale(to, now, &mut out),
+            Event::Prestop => {
+                if !self.prestopped && self.phase == Phase::Running {
+                    self.prestopped = true;
+                    out.push(Action::Log(Note::Prestop));
+                }
+            }
+        }
+        let live = self.steerable();
+        if !self.fully_up && !live.is_empty() && live.len() == self.settings.instances {
+            self.fully_up = true;
+        }
+        if live != self.steered && self.phase != Phase::Exited {
+            self.steered = live.clone();
+            out.push(Action::Steer { slots: live });
+        }
+        out
+    }
+
+    /// Slots whose current worker is ready: where new connections may go.
+    fn steerable(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|&i| self.slots[i].worker().is_some_and(|w| w.ready))
+            .collect()
+    }
+
+    /// Worker processes that exist or are being created.
+    fn live_workers(&self) -> usize {
+        let slots: usize = self
+            .slots
+            .iter()
+            .map(|s| {
+                usize::from(matches!(s.state, SlotState::Spawning | SlotState::Up(_)))
+                    + usize::from(s.incoming.is_some())
+            })
+            .sum();
+        slots + self.drainers.len()
+    }
+
+    fn worker_pids(&self) -> Vec<i32> {
+        let slots = self
+            .slots
+            .iter()
+            .flat_map(|s| [s.worker(), s.incoming_worker()])
+            .flatten()
+            .map(|w| w.pid);
+        slots.chain(self.drainers.iter().map(|d| d.pid)).collect()
+    }
+
+    fn set_code(&mut self, code: i32) {
+        self.code.get_or_insert(code);
+    }
+
+    fn new_worker(&self, pid: i32, ready: bool, now: Instant) -> Worker {
+        Worker {
+            pid,
+            since: now,
+            generation: self.generation,
+            ready,
+            ready_by: now + self.settings.listen_timeout,
+        }
+    }
+
+    fn on_spawned(
+        &mut self,
+        slot: usize,
+        pid: i32,
+        ready: bool,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        let worker = self.new_worker(pid, ready, now);
+        let Some(s) = self.slots.get_mut(slot) else {
+            return;
+        };
+        if s.incoming == Some(Incoming::Spawning) {
+            s.incoming = Some(Incoming::Up(worker));
+            out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
+            if ready {
+                self.promote(slot, now, out);
+            }
+        } else if s.state == SlotState::Spawning {
+            s.state = SlotState::Up(worker);
+            out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
+        }
+    }
+
+    fn on_ready(&mut self, pid: i32, now: Instant, out: &mut Vec<Action>) {
+        let generation = self.generation;
+        for slot in 0..self.slots.len() {
+            let s = &mut self.slots[slot];
+            if let SlotState::Up(w) = &mut s.state {
+                if w.pid == pid && !w.ready {
+                    w.ready = true;
+                    let generation = w.generation;
+                    out.push(Action::Log(Note::WorkerReady {
+                        slot,
+                        pid,
+                        generation,
+                    }));
+                    return;
+                }
+            }
+            if let Some(Incoming::Up(w)) = &mut s.incoming {
+                if w.pid == pid && !w.ready {
+                    w.ready = true;
+                    out.push(Action::Log(Note::WorkerReady {
+                        slot,
+                        pid,
+                        generation,
+                    }));
+                    self.promote(slot, now, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_signal(&mut self, sig: i32, now: Instant, out: &mut Vec<Action>) {
+        match sig {
+            libc::SIGTERM | libc::SIGINT => self.request_stop(sig, now, out),
+            // The shell reaps on every wake-up; nothing else to do.
+            libc::SIGCHLD => {}
+            // Only pminit's own write to a closed pipe raises it: the write
+            // fails with EPIPE, which is all we need to know.
+            libc::SIGPIPE => {}
+            libc::SIGHUP => self.on_hup(out),
+            libc::SIGTTIN => self.scale_up(now, out),
+            libc::SIGTTOU => self.scale_down(now, out),
+            _ => {
+                let pids = self.worker_pids();
+                out.push(Action::Log(Note::Forwarded {
+                    signal: signal_name(sig),
+                    workers: pids.len(),
+                }));
+                for pgid in pids {
+                    out.push(Action::SignalGroup { pgid, signal: sig });
+                }
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Draining { until } if until <= now => self.stop_now(now, out),
+            Phase::Stopping { kill_at } if kill_at <= now => self.kill_now(out),
+            _ => {}
+        }
+        for d in &mut self.drainers {
+            if d.kill_at.is_some_and(|at| at <= now) {
+                d.kill_at = None;
+                out.push(Action::SignalGroup {
+                    pgid: d.pid,
+                    signal: libc::SIGKILL,
+                });
+            }
+        }
+        if self.phase != Phase::Running {
+            return;
+        }
+        let timeout = millis(self.settings.listen_timeout);
+        for slot in 0..self.slots.len() {
+            match &mut self.slots[slot].state {
+                SlotState::Backoff { until } if *until <= now => self.spawn(slot, out),
+                SlotState::Up(w) if !w.ready && w.ready_by <= now => {
+                    // At start there is no old worker to keep: serve anyway.
+                    w.ready = true;
+                    out.push(Action::Log(Note::WorkerNotReady {
+                        slot,
+                        pid: w.pid,
+                        listen_timeout_ms: timeout,
+                    }));
+                }
+                _ => {}
+            }
+            if let Some(w) = self.slots[slot].incoming_worker() {
+                if !w.ready && w.ready_by <= now {
+                    self.slots[slot].incoming = None;
+                    self.drain(slot, w, now, out);
+                    let reason = format!("the new worker was not ready within {timeout} ms");
+                    self.reload_failed(slot, reason, out);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod testkit;
+
+#[cfg(test)]
+mod tests {
+    use super::testkit::*;
+    use super::*;
+
+    #[test]
+    fn start_spawns_every_slot() {
+        let mut h = Harness::new(Settings {
+            instances: 3,
+            ..settings()
+        });
+        let a = h.start();
+        assert_eq!(
+            effects(&a),
+            vec![
+                Action::Spawn { slot: 0 },
+                Action::Spawn { slot: 1 },
+                Action::Spawn { slot: 2 }
+            ]
+        );
+        assert_eq!(h.sup.worker_pids().len(), 3);
+        assert_eq!(h.sup.next_deadline(), None, "idle: no deadline, no wake-up");
+    }
+
+    #[test]
+    fn other_signals_are_forwarded_to_every_worker_group() {
+        for sig in [
+            libc::SIGUSR1,
+            libc::SIGUSR2,
+            libc::SIGQUIT,
+            libc::SIGWINCH,
+            libc::SIGRTMIN() + 1,
+        ] {
+            let mut h = Harness::new(Settings {
+                instances: 2,
+                ..settings()
+            });
+            h.start();
+            let a = h.feed(Event::Signal(sig), 10);
+            assert_eq!(
+                effects(&a),
+                vec![
+                    Action::SignalGroup {
+                        pgid: 101,
+                        signal: sig
+                    },
+                    Action::SignalGroup {
+                        pgid: 102,
+                        signal: sig
+                    }
+                ],
+                "{}",
+                signal_name(sig)
+            );
+        }
+        let mut h = Harness::new(settings());
+        h.start();
+        assert!(effects(&h.feed(Event::Signal(libc::SIGCHLD), 10)).is_empty());
+        assert!(effects(&h.feed(Event::Signal(libc::SIGPIPE), 10)).is_empty());
+    }
+}

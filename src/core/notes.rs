@@ -1,0 +1,139 @@
+//! The log lines the core asks the shell to write. Field names are the JSON
+//! log's, so renaming one is a visible change (CHANGELOG).
+
+use serde::Serialize;
+use std::time::Duration;
+
+use super::Status;
+use crate::parse::signal_name;
+
+/// Something worth a log line. The field names are the JSON log's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Note {
+    WorkerSpawned {
+        slot: usize,
+        pid: i32,
+    },
+    WorkerExited {
+        slot: usize,
+        pid: i32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+        uptime_ms: u64,
+    },
+    WorkerReady {
+        slot: usize,
+        pid: i32,
+        generation: u64,
+    },
+    /// Not ready within --listen-timeout at start: serving anyway.
+    WorkerNotReady {
+        slot: usize,
+        pid: i32,
+        listen_timeout_ms: u64,
+    },
+    /// An old or removed worker was asked to stop and drains.
+    WorkerDraining {
+        slot: usize,
+        pid: i32,
+    },
+    /// Over --max-memory: a new worker replaces it, as in a reload.
+    MemoryExceeded {
+        slot: usize,
+        pid: i32,
+        rss_bytes: u64,
+    },
+    ReloadStarted {
+        generation: u64,
+    },
+    ReloadQueued {
+        generation: u64,
+    },
+    ReloadFinished {
+        generation: u64,
+    },
+    ReloadFailed {
+        generation: u64,
+        slot: usize,
+        reason: String,
+    },
+    WorkerRestarting {
+        slot: usize,
+        delay_ms: u64,
+        restarts: u32,
+    },
+    CrashLoop {
+        slot: usize,
+        quick_deaths: u32,
+        min_uptime_ms: u64,
+    },
+    /// The worker that owns the terminal ended (Ctrl-C): stop the run.
+    Interrupted {
+        slot: usize,
+        /// SIGINT, SIGQUIT, or "exit code 0" when it handled the signal.
+        how: String,
+    },
+    StopRequested {
+        signal: String,
+        delay_ms: u64,
+    },
+    Stopping {
+        signal: String,
+        workers: usize,
+        grace_ms: u64,
+    },
+    GraceExpired {
+        grace_ms: u64,
+    },
+    Scaled {
+        instances: usize,
+    },
+    /// `pminit prestop`: `ready` fails from now on; still serving.
+    Prestop,
+    Forwarded {
+        signal: String,
+        workers: usize,
+    },
+    OrphanReaped {
+        pid: i32,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        code: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        signal: Option<String>,
+    },
+    /// An sd_notify line from a worker.
+    Notified {
+        pid: i32,
+        message: String,
+    },
+    Exit {
+        code: i32,
+    },
+}
+
+impl Note {
+    /// Debug notes are shown only with `-v`.
+    pub fn is_debug(&self) -> bool {
+        match self {
+            Note::Forwarded { .. } | Note::OrphanReaped { .. } => true,
+            // STOPPING=1 is worth a line; READY=1 shows as worker_ready,
+            // STATUS= and the rest only with -v.
+            Note::Notified { message, .. } => message != "STOPPING=1",
+            _ => false,
+        }
+    }
+}
+
+pub(super) fn split_status(status: Status) -> (Option<i32>, Option<String>) {
+    match status {
+        Status::Code(c) => (Some(c), None),
+        Status::Signal(s) => (None, Some(signal_name(s))),
+    }
+}
+
+pub(super) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

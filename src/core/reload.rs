@@ -1,0 +1,361 @@
+//! Rolling reload (HUP, `pminit reload`): one generation at a time, slot by
+//! slot; a new worker takes its slot only once ready, and only then is the
+//! old one asked to stop (it drains under --kill-timeout). A new worker that
+//! exits or misses --listen-timeout fails the reload and the old generation
+//! keeps serving. HUPs during a reload fold into one more after it.
+
+use std::time::Instant;
+
+use super::*;
+
+impl Supervisor {
+    /// HUP or `pminit reload`: start a reload, or fold into one more after
+    /// the one in progress. Ignored once stopping.
+    pub(super) fn on_hup(&mut self, out: &mut Vec<Action>) {
+        if self.phase != Phase::Running {
+            return;
+        }
+        match &mut self.reload {
+            Some(r) => {
+                r.again = true;
+                out.push(Action::Log(Note::ReloadQueued {
+                    generation: self.generation + 1,
+                }));
+            }
+            None => self.start_reload(out),
+        }
+    }
+
+    /// The incoming worker of `slot` is ready: it takes the slot, the old
+    /// one drains, the reload moves on.
+    pub(super) fn promote(&mut self, slot: usize, now: Instant, out: &mut Vec<Action>) {
+        let Some(new) = self.slots[slot].incoming_worker() else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.slots[slot].state, SlotState::Up(new));
+        self.slots[slot].incoming = None;
+        self.slots[slot].quick_deaths = 0;
+        if let SlotState::Up(old) = old {
+            self.drain(slot, old, now, out);
+        }
+        match self.reload {
+            Some(r) if r.single => {
+                self.reload = None;
+                if r.again {
+                    self.start_reload(out);
+                }
+            }
+            Some(r) => {
+                self.reload = Some(Reload {
+                    slot: slot + 1,
+                    ..r
+                });
+                self.advance(out);
+            }
+            None => {}
+        }
+    }
+
+    /// Asks `w` to stop; SIGKILL after --kill-timeout.
+    pub(super) fn drain(&mut self, slot: usize, w: Worker, now: Instant, out: &mut Vec<Action>) {
+        self.drainers.push(Drainer {
+            pid: w.pid,
+            slot,
+            since: w.since,
+            generation: w.generation,
+            kill_at: Some(now + self.settings.kill_timeout),
+        });
+        out.push(Action::Log(Note::WorkerDraining { slot, pid: w.pid }));
+        out.push(Action::Stop {
+            pid: w.pid,
+            signal: self.settings.stop_signal,
+        });
+    }
+
+    pub(super) fn start_reload(&mut self, out: &mut Vec<Action>) {
+        self.generation += 1;
+        out.push(Action::Log(Note::ReloadStarted {
+            generation: self.generation,
+        }));
+        self.reload = Some(Reload {
+            slot: 0,
+            again: false,
+            single: false,
+        });
+        self.advance(out);
+    }
+
+    /// Starts the new worker of the next slot that has a running one, or
+    /// finishes the reload. Slots without a worker (backoff, done, retired)
+    /// get the new code by their next start anyway.
+    pub(super) fn advance(&mut self, out: &mut Vec<Action>) {
+        let Some(r) = self.reload else {
+            return;
+        };
+        let next = (r.slot..self.slots.len()).find(|&i| {
+            matches!(self.slots[i].state, SlotState::Up(_)) && self.slots[i].incoming.is_none()
+        });
+        match next {
+            Some(slot) => {
+                self.reload = Some(Reload { slot, ..r });
+                self.slots[slot].incoming = Some(Incoming::Spawning);
+                out.push(Action::Spawn { slot });
+            }
+            None => {
+                out.push(Action::Log(Note::ReloadFinished {
+                    generation: self.generation,
+                }));
+                self.reload = None;
+                if r.again {
+                    self.start_reload(out);
+                }
+            }
+        }
+    }
+
+    pub(super) fn reload_failed(&mut self, slot: usize, reason: String, out: &mut Vec<Action>) {
+        out.push(Action::Log(Note::ReloadFailed {
+            generation: self.generation,
+            slot,
+            reason,
+        }));
+        let again = self.reload.is_some_and(|r| r.again);
+        self.reload = None;
+        if again && self.phase == Phase::Running {
+            self.start_reload(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::*;
+
+    #[test]
+    fn rolling_reload_starts_each_new_worker_before_stopping_its_old_one() {
+        let mut h = four_ready();
+        let a = h.feed(Event::Signal(libc::SIGHUP), 100);
+        assert!(has_note(&a, |n| *n == Note::ReloadStarted { generation: 1 }));
+        assert_eq!(
+            effects(&a),
+            vec![Action::Spawn { slot: 0 }],
+            "one at a time"
+        );
+        // Each slot: the old one is stopped only when the new one is ready.
+        let mut t = 100;
+        for (slot, old) in (0..4).zip(101..=104) {
+            let new = 105 + slot as i32;
+            t += 10;
+            assert!(
+                effects(&h.feed(Event::Tick, t)).is_empty(),
+                "waiting for {new}"
+            );
+            let a = h.feed(Event::Ready { pid: new }, t);
+            let mut want = vec![Action::Stop {
+                pid: old,
+                signal: INT,
+            }];
+            if slot < 3 {
+                want.push(Action::Spawn { slot: slot + 1 });
+            }
+            assert_eq!(effects(&a), want, "slot {slot}");
+            // N + 1 at most: N current workers plus one incoming.
+            assert!(h.sup.slots.iter().filter(|s| s.incoming.is_some()).count() <= 1);
+        }
+        let a = notes(&h.feed(Event::Tick, t));
+        assert!(a.is_empty() || !a.iter().any(|n| matches!(n, Note::ReloadFailed { .. })));
+        assert_eq!(h.sup.reload, None);
+        assert_eq!(h.sup.serving(), vec![105, 106, 107, 108]);
+        // The old ones drain; SIGKILL after kill-timeout for one that does not exit.
+        for old in 101..=103 {
+            let a = h.feed(
+                Event::Exited {
+                    pid: old,
+                    status: Status::Code(0),
+                },
+                t + 5,
+            );
+            assert!(
+                effects(&a)
+                    .iter()
+                    .all(|e| !matches!(e, Action::Spawn { .. })),
+                "not restarted"
+            );
+        }
+        let a = h.feed(Event::Tick, 140 + 8000);
+        assert_eq!(
+            effects(&a),
+            vec![Action::SignalGroup {
+                pgid: 104,
+                signal: KILL
+            }]
+        );
+    }
+
+    #[test]
+    fn reload_finished_note_ends_a_successful_reload() {
+        let mut h = Harness::new(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        // Ready on spawn (no readiness awaited): the reload runs through at once.
+        let a = h.feed(Event::Signal(libc::SIGHUP), 10);
+        assert!(has_note(&a, |n| *n == Note::ReloadFinished { generation: 1 }));
+        assert_eq!(
+            effects(&a),
+            vec![
+                Action::Spawn { slot: 0 },
+                Action::Stop {
+                    pid: 101,
+                    signal: INT
+                },
+                Action::Spawn { slot: 1 },
+                Action::Stop {
+                    pid: 102,
+                    signal: INT
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_worker_that_exits_fails_the_reload_and_the_old_ones_keep_serving() {
+        let mut h = four_ready();
+        h.feed(Event::Signal(libc::SIGHUP), 100);
+        h.feed(Event::Ready { pid: 105 }, 120); // slot 0 replaced
+                                                // The new worker of slot 1 (pid 106) crashes before it is ready.
+        let a = h.feed(
+            Event::Exited {
+                pid: 106,
+                status: Status::Code(1),
+            },
+            150,
+        );
+        assert!(has_note(
+            &a,
+            |n| matches!(n, Note::ReloadFailed { generation: 1, slot: 1, reason } if reason.contains("exited with code 1"))
+        ));
+        assert!(
+            effects(&a).is_empty(),
+            "no old worker stopped, nothing restarted: {a:?}"
+        );
+        assert_eq!(h.sup.serving(), vec![105, 102, 103, 104]);
+        assert_eq!(h.sup.reload, None);
+    }
+
+    #[test]
+    fn a_new_worker_that_misses_listen_timeout_is_stopped_and_the_reload_fails() {
+        let mut h = four_ready();
+        h.feed(Event::Signal(libc::SIGHUP), 100);
+        assert_eq!(h.sup.next_deadline(), Some(h.at(3100)));
+        let a = h.feed(Event::Tick, 3100);
+        assert!(has_note(
+            &a,
+            |n| matches!(n, Note::ReloadFailed { slot: 0, reason, .. } if reason.contains("not ready within 3000 ms"))
+        ));
+        assert_eq!(
+            effects(&a),
+            vec![Action::Stop {
+                pid: 105,
+                signal: INT
+            }]
+        );
+        assert_eq!(h.sup.serving(), vec![101, 102, 103, 104]);
+        // Its exit later is a drained worker's: no restart, no failure.
+        let a = h.feed(
+            Event::Exited {
+                pid: 105,
+                status: Status::Signal(INT),
+            },
+            3200,
+        );
+        assert!(effects(&a).is_empty());
+    }
+
+    #[test]
+    fn hups_during_a_reload_fold_into_one_more_after_it() {
+        let mut h = four_ready();
+        h.feed(Event::Signal(libc::SIGHUP), 100);
+        for t in [101, 102, 103] {
+            let a = h.feed(Event::Signal(libc::SIGHUP), t);
+            assert!(effects(&a).is_empty(), "queued, not started");
+        }
+        let mut started = 1;
+        for (pid, t) in (105..113).zip((110..).step_by(10)) {
+            let a = h.feed(Event::Ready { pid }, t);
+            started += notes(&a)
+                .iter()
+                .filter(|n| matches!(n, Note::ReloadStarted { .. }))
+                .count();
+        }
+        assert_eq!(
+            started, 2,
+            "three HUPs during the first make one more reload"
+        );
+        assert_eq!(h.sup.reload, None);
+        assert_eq!(h.sup.generation, 2);
+        assert_eq!(h.sup.serving(), vec![109, 110, 111, 112]);
+    }
+
+    #[test]
+    fn a_stop_during_a_reload_stops_the_new_worker_too() {
+        let mut h = two_ready_reloading();
+        let a = h.feed(Event::Signal(TERM), 30);
+        assert_eq!(
+            effects(&a)
+                .into_iter()
+                .filter(|e| matches!(e, Action::Stop { .. }))
+                .collect::<Vec<_>>(),
+            vec![
+                Action::Stop {
+                    pid: 101,
+                    signal: INT
+                },
+                Action::Stop {
+                    pid: 103,
+                    signal: INT
+                },
+                Action::Stop {
+                    pid: 102,
+                    signal: INT
+                },
+            ]
+        );
+        for pid in 101..=103 {
+            h.feed(
+                Event::Exited {
+                    pid,
+                    status: Status::Signal(INT),
+                },
+                40,
+            );
+        }
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 40)), Some(0));
+    }
+
+    #[test]
+    fn a_crash_of_the_old_worker_during_its_replacement_is_covered_by_the_new_one() {
+        let mut h = two_ready_reloading();
+        // Old worker of slot 0 crashes quickly while 103 is starting: backoff.
+        h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(1),
+            },
+            30,
+        );
+        let a = h.feed(Event::Ready { pid: 103 }, 40);
+        assert_eq!(
+            effects(&a),
+            vec![Action::Spawn { slot: 1 }],
+            "nothing old to stop in slot 0"
+        );
+        // The backoff of slot 0 is gone: its new worker serves.
+        assert!(effects(&h.feed(Event::Tick, 5000))
+            .iter()
+            .all(|e| !matches!(e, Action::Spawn { slot: 0 })));
+        assert_eq!(h.sup.serving()[0], 103);
+    }
+}

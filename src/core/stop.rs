@@ -1,0 +1,342 @@
+//! Stopping the run: `--stop-delay` (still serving), the stop signal to
+//! every worker group and stray, the grace, the SIGKILL sweep, and the exit
+//! code. Never spawns anything: once a stop has begun, workers only leave.
+
+use std::time::Instant;
+
+use super::*;
+
+/// Exit code when the grace ran out and something had to be SIGKILLed.
+pub const EXIT_KILLED: i32 = 128 + libc::SIGKILL;
+
+impl Supervisor {
+    pub(super) fn exit(&mut self, out: &mut Vec<Action>) {
+        let code = match self.code {
+            Some(c) => c,
+            None if self.killed => EXIT_KILLED,
+            None => 0,
+        };
+        self.phase = Phase::Exited;
+        out.push(Action::Log(Note::Exit { code }));
+        out.push(Action::Exit(code));
+    }
+
+    pub(super) fn request_stop(&mut self, sig: i32, now: Instant, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Running => {
+                let delay = self.settings.stop_delay;
+                out.push(Action::Log(Note::StopRequested {
+                    signal: signal_name(sig),
+                    delay_ms: millis(delay),
+                }));
+                if delay.is_zero() {
+                    self.stop_now(now, out);
+                } else {
+                    self.phase = Phase::Draining { until: now + delay };
+                }
+            }
+            // A second TERM/INT skips what is left of the current step.
+            Phase::Draining { .. } => self.stop_now(now, out),
+            Phase::Stopping { .. } => self.kill_now(out),
+            Phase::Killing | Phase::Exited => {}
+        }
+    }
+
+    /// Stop signal to every worker group and stray; SIGKILL after the grace.
+    pub(super) fn stop_now(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let grace = self.settings.kill_timeout;
+        let signal = self.settings.stop_signal;
+        self.phase = Phase::Stopping {
+            kill_at: now + grace,
+        };
+        self.reload = None;
+        let running: Vec<i32> = self
+            .slots
+            .iter()
+            .flat_map(|s| [s.worker(), s.incoming_worker()])
+            .flatten()
+            .map(|w| w.pid)
+            .collect();
+        out.push(Action::Log(Note::Stopping {
+            signal: signal_name(signal),
+            workers: running.len() + self.drainers.len(),
+            grace_ms: millis(grace),
+        }));
+        for pid in running {
+            out.push(Action::Stop { pid, signal });
+        }
+        for slot in &mut self.slots {
+            if let SlotState::Backoff { .. } = slot.state {
+                slot.state = SlotState::Done;
+            }
+        }
+        // Drainers already have the stop signal; the global grace covers them.
+        for d in &mut self.drainers {
+            d.kill_at = None;
+        }
+        out.push(Action::SignalStrays {
+            signal,
+            workers: self.worker_pids(),
+        });
+    }
+
+    pub(super) fn kill_now(&mut self, out: &mut Vec<Action>) {
+        self.phase = Phase::Killing;
+        self.killed = true;
+        out.push(Action::Log(Note::GraceExpired {
+            grace_ms: millis(self.settings.kill_timeout),
+        }));
+        out.push(Action::KillAll {
+            workers: self.worker_pids(),
+        });
+    }
+
+    /// A worker we asked to stop has exited.
+    pub(super) fn after_planned_exit(&mut self, status: Status, out: &mut Vec<Action>) {
+        match self.phase {
+            Phase::Stopping { .. } | Phase::Killing => self.record_stop_status(status, out),
+            _ => {}
+        }
+    }
+
+    /// After the stop signal: was this exit clean? And sweep again if killing.
+    pub(super) fn record_stop_status(&mut self, status: Status, out: &mut Vec<Action>) {
+        let stop = self.settings.stop_signal;
+        let clean = status == Status::Code(0)
+            || status == Status::Signal(stop)
+            || status == Status::Code(128 + stop);
+        // A SIGKILL we sent is not the worker's own doing.
+        let ours = self.phase == Phase::Killing && status == Status::Signal(libc::SIGKILL);
+        if !(clean || ours) {
+            self.set_code(status.code());
+        }
+        if self.phase == Phase::Killing {
+            out.push(Action::KillAll {
+                workers: self.worker_pids(),
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::*;
+
+    #[test]
+    fn term_sends_stop_signal_to_every_group_and_strays() {
+        let mut h = Harness::new(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        let a = h.feed(Event::Signal(TERM), 1000);
+        assert_eq!(
+            effects(&a),
+            vec![
+                Action::Stop {
+                    pid: 101,
+                    signal: INT
+                },
+                Action::Stop {
+                    pid: 102,
+                    signal: INT
+                },
+                Action::SignalStrays {
+                    signal: INT,
+                    workers: vec![101, 102]
+                },
+            ]
+        );
+        assert_eq!(h.sup.next_deadline(), Some(h.at(9000)));
+        // Workers exit of the stop signal: clean. No restart while stopping.
+        for pid in [101, 102] {
+            let a = h.feed(
+                Event::Exited {
+                    pid,
+                    status: Status::Signal(INT),
+                },
+                1200,
+            );
+            assert!(effects(&a).is_empty());
+        }
+        let a = h.feed(Event::TreeEmpty, 1200);
+        assert_eq!(exit_code(&a), Some(0));
+    }
+
+    #[test]
+    fn graceful_stop_exit_codes() {
+        // How workers end after the stop signal -> pminit's exit code.
+        let table = [
+            (Status::Code(0), 0),
+            (Status::Signal(INT), 0),
+            (Status::Code(130), 0),
+            (Status::Code(1), 1),
+            (Status::Signal(libc::SIGSEGV), 139),
+        ];
+        for (status, code) in table {
+            let mut h = Harness::new(settings());
+            h.start();
+            h.feed(Event::Signal(TERM), 10);
+            h.feed(Event::Exited { pid: 101, status }, 20);
+            assert_eq!(
+                exit_code(&h.feed(Event::TreeEmpty, 20)),
+                Some(code),
+                "{status:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn tree_must_be_empty_before_exit() {
+        // tini #180: the worker is gone but a grandchild is still cleaning up.
+        let mut h = Harness::new(settings());
+        h.start();
+        h.feed(Event::Signal(TERM), 10);
+        let a = h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Signal(INT),
+            },
+            20,
+        );
+        assert_eq!(exit_code(&a), None);
+        // The grandchild is reaped later, then the tree is empty.
+        let a = h.feed(
+            Event::Exited {
+                pid: 555,
+                status: Status::Code(0),
+            },
+            520,
+        );
+        assert_eq!(exit_code(&a), None);
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 520)), Some(0));
+    }
+
+    #[test]
+    fn grace_expiry_kills_everything_and_exits_137() {
+        let mut h = Harness::new(Settings {
+            kill_timeout: Duration::from_millis(500),
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Signal(TERM), 100);
+        assert!(effects(&h.feed(Event::Tick, 599)).is_empty());
+        let a = h.feed(Event::Tick, 600);
+        assert_eq!(effects(&a), vec![Action::KillAll { workers: vec![101] }]);
+        let a = h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Signal(KILL),
+            },
+            601,
+        );
+        // A SIGKILL we sent does not count as the worker's own code.
+        assert_eq!(exit_code(&a), None);
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 601)), Some(137));
+    }
+
+    #[test]
+    fn second_term_skips_the_rest_of_each_step() {
+        let mut h = Harness::new(Settings {
+            stop_delay: Duration::from_secs(5),
+            ..settings()
+        });
+        h.start();
+        let a = h.feed(Event::Signal(TERM), 0);
+        assert!(effects(&a).is_empty(), "stop-delay: still serving");
+        assert_eq!(h.sup.next_deadline(), Some(h.at(5000)));
+        let a = h.feed(Event::Signal(INT), 100);
+        assert!(effects(&a).contains(&Action::Stop {
+            pid: 101,
+            signal: INT
+        }));
+        let a = h.feed(Event::Signal(TERM), 200);
+        assert_eq!(effects(&a), vec![Action::KillAll { workers: vec![101] }]);
+        assert!(effects(&h.feed(Event::Signal(TERM), 300)).is_empty());
+    }
+
+    #[test]
+    fn stop_delay_expires_into_stop_signal() {
+        let mut h = Harness::new(Settings {
+            stop_delay: Duration::from_secs(2),
+            stop_signal: libc::SIGQUIT,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Signal(TERM), 0);
+        let a = h.feed(Event::Tick, 2000);
+        assert!(effects(&a).contains(&Action::Stop {
+            pid: 101,
+            signal: libc::SIGQUIT
+        }));
+        assert_eq!(h.sup.next_deadline(), Some(h.at(10_000)));
+    }
+
+    #[test]
+    fn stop_during_backoff_cancels_the_restart() {
+        let mut h = Harness::new(settings());
+        h.start();
+        h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(1),
+            },
+            10,
+        );
+        h.feed(Event::Signal(TERM), 20);
+        assert!(effects(&h.feed(Event::Tick, 200)).is_empty());
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 200)), Some(0));
+    }
+
+    #[test]
+    fn killing_phase_sweeps_again_when_something_is_reaped() {
+        let mut h = Harness::new(Settings {
+            kill_timeout: Duration::ZERO,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Signal(TERM), 0);
+        h.feed(Event::Tick, 0);
+        let a = h.feed(
+            Event::Exited {
+                pid: 999,
+                status: Status::Signal(KILL),
+            },
+            1,
+        );
+        assert!(effects(&a).contains(&Action::KillAll { workers: vec![101] }));
+    }
+
+    #[test]
+    fn nothing_happens_after_exit() {
+        let mut h = Harness::new(Settings {
+            restart: Restart::Never,
+            ..settings()
+        });
+        h.start();
+        h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(0),
+            },
+            1,
+        );
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 1)), Some(0));
+        assert!(h.feed(Event::Signal(TERM), 2).is_empty());
+        assert!(h.feed(Event::TreeEmpty, 2).is_empty());
+    }
+
+    #[test]
+    fn stop_delay_fails_ready_while_serving() {
+        let mut h = Harness::new(Settings {
+            stop_delay: Duration::from_secs(2),
+            ..settings()
+        });
+        h.start();
+        assert_eq!(h.sup.readiness(), Ok(()));
+        assert!(effects(&h.feed(Event::Signal(TERM), 10)).is_empty());
+        assert!(h.sup.readiness().is_err_and(|e| e.contains("--stop-delay")));
+        assert_eq!(states(&h), vec![(0, Some(101), 0, WorkerState::Ready)]);
+    }
+}
