@@ -436,7 +436,7 @@ impl Server {
     /// their generation is through, or when pminit stops.
     pub fn progress(&mut self, note: &Note, text: String) {
         let (done, ok) = match note {
-            Note::ReloadFinished { generation } => (Some(*generation), true),
+            Note::ReloadFinished { generation, .. } => (Some(*generation), true),
             Note::ReloadFailed { generation, .. } => (Some(*generation), false),
             _ => (None, false),
         };
@@ -971,7 +971,14 @@ mod tests {
         server.answer(9, Outcome::Wait(2));
         assert!(server.has_waiters());
         // An older reload finishing is progress, not the end.
-        server.progress(&Note::ReloadFinished { generation: 1 }, "one".into());
+        server.progress(
+            &Note::ReloadFinished {
+                generation: 1,
+                replaced: 1,
+                not_running: 0,
+            },
+            "one".into(),
+        );
         assert!(server.has_waiters());
         server.progress(
             &Note::ReloadFailed {

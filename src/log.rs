@@ -120,8 +120,22 @@ pub fn text(note: &Note) -> String {
         Note::ReloadQueued { generation } => {
             format!("reload to generation {generation} queued after the current one")
         }
-        Note::ReloadFinished { generation } => {
-            format!("reload to generation {generation} finished: every worker replaced")
+        Note::ReloadFinished {
+            generation,
+            replaced,
+            not_running,
+        } => {
+            let mut line = format!(
+                "reload to generation {generation} finished: {replaced} worker{} replaced",
+                if *replaced == 1 { "" } else { "s" }
+            );
+            if *not_running > 0 {
+                line += &format!(
+                    "; {not_running} slot{} had no running worker and will start the new release when restarted",
+                    if *not_running == 1 { "" } else { "s" }
+                );
+            }
+            line
         }
         Note::ReloadFailed {
             generation,

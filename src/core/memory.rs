@@ -27,6 +27,7 @@ impl Supervisor {
             slot,
             again: false,
             single: true,
+            replaced: 0,
         });
         self.slots[slot].incoming = Some(Incoming::Spawning);
         out.push(Action::Spawn { slot });

@@ -241,7 +241,15 @@ enum SlotState {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Incoming {
     Spawning,
+    /// Started, not ready yet.
     Up(Worker),
+    /// Ready; it takes the slot at `until` (--min-uptime after it said so)
+    /// if it is still alive. A release that dies right after saying ready
+    /// fails the reload instead of replacing a working one.
+    Proving {
+        worker: Worker,
+        until: Instant,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -271,7 +279,7 @@ impl Slot {
 
     fn incoming_worker(&self) -> Option<Worker> {
         match self.incoming {
-            Some(Incoming::Up(w)) => Some(w),
+            Some(Incoming::Up(w) | Incoming::Proving { worker: w, .. }) => Some(w),
             _ => None,
         }
     }
@@ -291,6 +299,9 @@ struct Drainer {
     generation: u64,
     /// SIGKILL at this moment; None once sent.
     kill_at: Option<Instant>,
+    /// Its --kill-timeout ran out and we sent SIGKILL: its death by SIGKILL
+    /// is our doing, not the app's failure.
+    sigkilled: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -317,6 +328,8 @@ struct Reload {
     again: bool,
     /// Only this slot (--max-memory), not a rolling reload of all.
     single: bool,
+    /// Slots whose worker this reload has replaced so far.
+    replaced: usize,
 }
 
 pub struct Supervisor {
@@ -374,7 +387,11 @@ impl Supervisor {
                 .flatten()
                 .filter(|w| !w.ready && running)
                 .map(|w| w.ready_by);
-            backoff.into_iter().chain(readiness)
+            let proving = match s.incoming {
+                Some(Incoming::Proving { until, .. }) if running => Some(until),
+                _ => None,
+            };
+            backoff.into_iter().chain(readiness).chain(proving)
         });
         let drainers = self.drainers.iter().filter_map(|d| d.kill_at);
         phase.into_iter().chain(slots).chain(drainers).min()
@@ -491,14 +508,23 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) {
         let worker = self.new_worker(pid, ready, now);
-        let Some(s) = self.slots.get_mut(slot) else {
+        let Some(s) = self
+            .slots
+            .get_mut(slot)
+            .filter(|s| s.incoming == Some(Incoming::Spawning) || s.state == SlotState::Spawning)
+        else {
+            // Its slot stopped waiting for it between the spawn and this
+            // answer (removed, or its reload ended): a process nobody
+            // tracked would outlive the run, so it is stopped at once.
+            out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
+            self.drain(slot, worker, now, out);
             return;
         };
         if s.incoming == Some(Incoming::Spawning) {
             s.incoming = Some(Incoming::Up(worker));
             out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
             if ready {
-                self.promote(slot, now, out);
+                self.incoming_ready(slot, now, out);
             }
         } else if s.state == SlotState::Spawning {
             s.state = SlotState::Up(worker);
@@ -530,7 +556,7 @@ impl Supervisor {
                         pid,
                         generation,
                     }));
-                    self.promote(slot, now, out);
+                    self.incoming_ready(slot, now, out);
                     return;
                 }
             }
@@ -570,6 +596,7 @@ impl Supervisor {
         for d in &mut self.drainers {
             if d.kill_at.is_some_and(|at| at <= now) {
                 d.kill_at = None;
+                d.sigkilled = true;
                 out.push(Action::SignalGroup {
                     pgid: d.pid,
                     signal: libc::SIGKILL,
@@ -594,18 +621,26 @@ impl Supervisor {
                 }
                 _ => {}
             }
-            if let Some(w) = self.slots[slot].incoming_worker() {
-                if !w.ready && w.ready_by <= now {
+            match self.slots[slot].incoming {
+                Some(Incoming::Up(w)) if !w.ready && w.ready_by <= now => {
                     self.slots[slot].incoming = None;
                     self.drain(slot, w, now, out);
                     let reason = format!("the new worker was not ready within {timeout} ms");
                     self.reload_failed(slot, reason, out);
                 }
+                Some(Incoming::Proving { until, .. }) if until <= now => {
+                    self.promote(slot, now, out);
+                }
+                _ => {}
             }
         }
     }
 }
 
+#[cfg(test)]
+mod invariants;
+#[cfg(test)]
+mod model;
 #[cfg(test)]
 mod testkit;
 
@@ -668,5 +703,47 @@ mod tests {
         h.start();
         assert!(effects(&h.feed(Event::Signal(libc::SIGCHLD), 10)).is_empty());
         assert!(effects(&h.feed(Event::Signal(libc::SIGPIPE), 10)).is_empty());
+    }
+
+    /// Found by the model: a slot removed between a spawn and its answer
+    /// left the new process untracked; it would have outlived the run.
+    #[test]
+    fn a_worker_whose_slot_was_removed_before_its_spawn_was_answered_is_stopped() {
+        let t0 = Instant::now();
+        let mut sup = Supervisor::new(Settings {
+            instances: 2,
+            ..settings()
+        });
+        let a = sup.handle(Event::Start, t0);
+        assert_eq!(
+            effects(&a),
+            vec![Action::Spawn { slot: 0 }, Action::Spawn { slot: 1 }]
+        );
+        sup.handle(
+            Event::Spawned {
+                slot: 0,
+                pid: 101,
+                ready: true,
+            },
+            t0,
+        );
+        // Before slot 1's answer arrives, a scale-down retires it.
+        sup.handle(Event::Scale(ScaleTo::To(1)), t0);
+        let a = sup.handle(
+            Event::Spawned {
+                slot: 1,
+                pid: 102,
+                ready: true,
+            },
+            t0,
+        );
+        assert_eq!(
+            effects(&a),
+            vec![Action::Stop {
+                pid: 102,
+                signal: INT
+            }]
+        );
+        assert!(sup.worker_pids().contains(&102), "tracked until reaped");
     }
 }

@@ -54,6 +54,11 @@ pub enum Note {
     },
     ReloadFinished {
         generation: u64,
+        /// Workers this reload replaced.
+        replaced: usize,
+        /// Slots with no running worker (backoff, exited): they start the
+        /// new release when they start again.
+        not_running: usize,
     },
     ReloadFailed {
         generation: u64,

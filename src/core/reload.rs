@@ -26,8 +26,29 @@ impl Supervisor {
         }
     }
 
-    /// The incoming worker of `slot` is ready: it takes the slot, the old
-    /// one drains, the reload moves on.
+    /// The incoming worker of `slot` said it is ready. It serves beside the
+    /// old one for --min-uptime (its probation), then takes the slot: a
+    /// release that dies right after saying ready fails the reload while
+    /// the old worker still serves. With no old worker left to keep (it
+    /// died meanwhile), it takes the slot at once.
+    pub(super) fn incoming_ready(&mut self, slot: usize, now: Instant, out: &mut Vec<Action>) {
+        let Some(Incoming::Up(worker)) = self.slots[slot].incoming else {
+            return;
+        };
+        let probation = self.settings.min_uptime;
+        let old_serves = matches!(self.slots[slot].state, SlotState::Up(_));
+        if probation.is_zero() || !old_serves {
+            self.promote(slot, now, out);
+        } else {
+            self.slots[slot].incoming = Some(Incoming::Proving {
+                worker,
+                until: now + probation,
+            });
+        }
+    }
+
+    /// The incoming worker of `slot` has proved itself: it takes the slot,
+    /// the old one drains, the reload moves on.
     pub(super) fn promote(&mut self, slot: usize, now: Instant, out: &mut Vec<Action>) {
         let Some(new) = self.slots[slot].incoming_worker() else {
             return;
@@ -37,6 +58,9 @@ impl Supervisor {
         self.slots[slot].quick_deaths = 0;
         if let SlotState::Up(old) = old {
             self.drain(slot, old, now, out);
+        }
+        if let Some(r) = &mut self.reload {
+            r.replaced += 1;
         }
         match self.reload {
             Some(r) if r.single => {
@@ -64,6 +88,7 @@ impl Supervisor {
             since: w.since,
             generation: w.generation,
             kill_at: Some(now + self.settings.kill_timeout),
+            sigkilled: false,
         });
         out.push(Action::Log(Note::WorkerDraining { slot, pid: w.pid }));
         out.push(Action::Stop {
@@ -81,6 +106,7 @@ impl Supervisor {
             slot: 0,
             again: false,
             single: false,
+            replaced: 0,
         });
         self.advance(out);
     }
@@ -102,14 +128,41 @@ impl Supervisor {
                 out.push(Action::Spawn { slot });
             }
             None => {
+                // Slots with no running worker (backoff, done) start the new
+                // release when they start again: say so, claim nothing.
+                let not_running = self
+                    .slots
+                    .iter()
+                    .filter(|s| !matches!(s.state, SlotState::Up(_) | SlotState::Retired))
+                    .count();
                 out.push(Action::Log(Note::ReloadFinished {
                     generation: self.generation,
+                    replaced: r.replaced,
+                    not_running,
                 }));
                 self.reload = None;
                 if r.again {
                     self.start_reload(out);
                 }
             }
+        }
+    }
+
+    /// A stop was requested during a reload (--stop-delay keeps serving):
+    /// the reload ends here, failed, and its new worker is stopped; nothing
+    /// new is started once a stop has begun.
+    pub(super) fn abort_reload(&mut self, now: Instant, out: &mut Vec<Action>) {
+        let Some(r) = self.reload else {
+            return;
+        };
+        if let Some(w) = self.slots.get(r.slot).and_then(Slot::incoming_worker) {
+            self.slots[r.slot].incoming = None;
+            self.drain(r.slot, w, now, out);
+        }
+        if r.single {
+            self.reload = None;
+        } else {
+            self.reload_failed(r.slot, "pminit is stopping".into(), out);
         }
     }
 
@@ -197,12 +250,18 @@ mod tests {
     fn reload_finished_note_ends_a_successful_reload() {
         let mut h = Harness::new(Settings {
             instances: 2,
+            min_uptime: Duration::ZERO,
             ..settings()
         });
         h.start();
         // Ready on spawn (no readiness awaited): the reload runs through at once.
         let a = h.feed(Event::Signal(libc::SIGHUP), 10);
-        assert!(has_note(&a, |n| *n == Note::ReloadFinished { generation: 1 }));
+        assert!(has_note(&a, |n| *n
+            == Note::ReloadFinished {
+                generation: 1,
+                replaced: 2,
+                not_running: 0
+            }));
         assert_eq!(
             effects(&a),
             vec![
@@ -337,7 +396,15 @@ mod tests {
 
     #[test]
     fn a_crash_of_the_old_worker_during_its_replacement_is_covered_by_the_new_one() {
-        let mut h = two_ready_reloading();
+        // --min-uptime 1 s: a quick death backs off.
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Ready { pid: 102 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20);
         // Old worker of slot 0 crashes quickly while 103 is starting: backoff.
         h.feed(
             Event::Exited {
@@ -346,6 +413,7 @@ mod tests {
             },
             30,
         );
+        // Nothing old to keep serving: it takes the slot without probation.
         let a = h.feed(Event::Ready { pid: 103 }, 40);
         assert_eq!(
             effects(&a),
@@ -357,5 +425,93 @@ mod tests {
             .iter()
             .all(|e| !matches!(e, Action::Spawn { slot: 0 })));
         assert_eq!(h.sup.serving()[0], 103);
+    }
+
+    /// Issue 12 point 6: a release that dies right after saying ready
+    /// fails the reload; the old worker was never asked to stop.
+    #[test]
+    fn a_release_that_dies_right_after_ready_fails_the_reload_and_the_old_worker_serves() {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings() // --min-uptime 1 s
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Ready { pid: 102 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20); // 103 for slot 0
+        let a = h.feed(Event::Ready { pid: 103 }, 100);
+        assert!(
+            effects(&a).is_empty(),
+            "on probation: the old one serves on"
+        );
+        assert_eq!(h.sup.next_deadline(), Some(h.at(1100)));
+        let a = h.feed(
+            Event::Exited {
+                pid: 103,
+                status: Status::Code(1),
+            },
+            400,
+        );
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::ReloadFailed { slot: 0, reason, .. } if reason.contains("300 ms after it said ready")
+        )));
+        assert!(effects(&a).is_empty(), "nothing stopped, nothing spawned");
+        assert_eq!(h.sup.serving(), vec![101, 102]);
+        assert!(!h.sup.reloading());
+    }
+
+    #[test]
+    fn a_new_worker_takes_its_slot_once_it_has_lived_min_uptime_after_ready() {
+        let mut h = awaiting(Settings {
+            instances: 1,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20); // 102
+        h.feed(Event::Ready { pid: 102 }, 100);
+        assert!(effects(&h.feed(Event::Tick, 1099)).is_empty());
+        let a = h.feed(Event::Tick, 1100);
+        assert_eq!(
+            effects(&a),
+            vec![Action::Stop {
+                pid: 101,
+                signal: INT
+            }]
+        );
+        assert!(has_note(&a, |n| *n
+            == Note::ReloadFinished {
+                generation: 1,
+                replaced: 1,
+                not_running: 0
+            }));
+    }
+
+    /// Issue 12 point 6: "every worker replaced" was claimed when slots in
+    /// backoff were replaced by nothing.
+    #[test]
+    fn reload_finished_says_how_many_workers_it_replaced() {
+        let mut h = Harness::new(Settings {
+            instances: 2,
+            min_uptime: Duration::ZERO,
+            restart: Restart::Never,
+            ..settings()
+        });
+        h.start();
+        h.feed(
+            Event::Exited {
+                pid: 102,
+                status: Status::Code(0),
+            },
+            10,
+        );
+        let a = h.feed(Event::Signal(libc::SIGHUP), 20);
+        assert!(has_note(&a, |n| *n
+            == Note::ReloadFinished {
+                generation: 1,
+                replaced: 1,
+                not_running: 1
+            }));
     }
 }

@@ -42,7 +42,11 @@ impl Supervisor {
         if let Some(i) = self.drainers.iter().position(|d| d.pid == pid) {
             let d = self.drainers.remove(i);
             out.push(Action::Log(exited(d.slot, d.since)));
-            self.after_planned_exit(status, out);
+            if !(d.sigkilled && status == Status::Signal(libc::SIGKILL)) {
+                self.after_planned_exit(status, out);
+            } else if self.phase == Phase::Killing {
+                self.record_stop_status(status, out);
+            }
             return;
         }
         if let Some(slot) = self
@@ -51,16 +55,25 @@ impl Supervisor {
             .position(|s| s.incoming_worker().is_some_and(|w| w.pid == pid))
         {
             let since = self.slots[slot].incoming_worker().map_or(now, |w| w.since);
+            let proving = match self.slots[slot].incoming {
+                Some(Incoming::Proving { until, .. }) => Some(until),
+                _ => None,
+            };
             self.slots[slot].incoming = None;
             out.push(Action::Log(exited(slot, since)));
             if self.phase == Phase::Running {
-                let reason = format!(
-                    "the new worker exited {} before it was ready",
-                    match status {
-                        Status::Code(c) => format!("with code {c}"),
-                        Status::Signal(s) => format!("by {}", signal_name(s)),
-                    }
-                );
+                let how = match status {
+                    Status::Code(c) => format!("with code {c}"),
+                    Status::Signal(s) => format!("by {}", signal_name(s)),
+                };
+                let probation = millis(self.settings.min_uptime);
+                let reason = match proving {
+                    Some(until) => format!(
+                        "the new worker exited {how} {} ms after it said ready (it must live --min-uptime {probation} ms after that)",
+                        probation.saturating_sub(millis(until.saturating_duration_since(now)))
+                    ),
+                    None => format!("the new worker exited {how} before it was ready"),
+                };
                 self.reload_failed(slot, reason, out);
             } else {
                 self.after_planned_exit(status, out);
@@ -96,6 +109,13 @@ impl Supervisor {
         out: &mut Vec<Action>,
     ) {
         self.slots[slot].state = SlotState::Done;
+        if self.phase == Phase::Running
+            && matches!(self.slots[slot].incoming, Some(Incoming::Proving { .. }))
+        {
+            // Its ready replacement, on probation, covers the slot now.
+            self.promote(slot, now, out);
+            return;
+        }
         match self.phase {
             Phase::Running => self.unplanned_exit(slot, status, uptime, now, out),
             Phase::Draining { .. } => {

@@ -33,6 +33,8 @@ impl Supervisor {
                     self.stop_now(now, out);
                 } else {
                     self.phase = Phase::Draining { until: now + delay };
+                    self.cancel_restarts();
+                    self.abort_reload(now, out);
                 }
             }
             // A second TERM/INT skips what is left of the current step.
@@ -65,11 +67,7 @@ impl Supervisor {
         for pid in running {
             out.push(Action::Stop { pid, signal });
         }
-        for slot in &mut self.slots {
-            if let SlotState::Backoff { .. } = slot.state {
-                slot.state = SlotState::Done;
-            }
-        }
+        self.cancel_restarts();
         // Drainers already have the stop signal; the global grace covers them.
         for d in &mut self.drainers {
             d.kill_at = None;
@@ -80,9 +78,21 @@ impl Supervisor {
         });
     }
 
+    /// Once a stop is requested nothing is restarted: slots waiting out a
+    /// backoff are done.
+    fn cancel_restarts(&mut self) {
+        for slot in &mut self.slots {
+            if let SlotState::Backoff { .. } = slot.state {
+                slot.state = SlotState::Done;
+            }
+        }
+    }
+
     pub(super) fn kill_now(&mut self, out: &mut Vec<Action>) {
         self.phase = Phase::Killing;
-        self.killed = true;
+        // The exit code follows the workers: a worker that had to be
+        // SIGKILLed makes it 137; strays that had to be are only logged.
+        self.killed = self.live_workers() > 0;
         out.push(Action::Log(Note::GraceExpired {
             grace_ms: millis(self.settings.kill_timeout),
         }));
@@ -338,5 +348,89 @@ mod tests {
         assert!(effects(&h.feed(Event::Signal(TERM), 10)).is_empty());
         assert!(h.sup.readiness().is_err_and(|e| e.contains("--stop-delay")));
         assert_eq!(states(&h), vec![(0, Some(101), 0, WorkerState::Ready)]);
+    }
+
+    /// Issue 12 point 7: the exit code follows the workers. A stray orphan
+    /// that ignored the stop signal and had to be SIGKILLed is logged, not
+    /// reported as the app's failure (dumb-init's setsid case).
+    #[test]
+    fn a_stray_that_had_to_be_killed_does_not_change_a_clean_exit() {
+        let mut h = Harness::new(Settings {
+            kill_timeout: Duration::from_millis(500),
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Signal(TERM), 100);
+        h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(0),
+            },
+            150,
+        );
+        // The orphan 555 ignores SIGINT: the grace runs out.
+        let a = h.feed(Event::Tick, 600);
+        assert_eq!(effects(&a), vec![Action::KillAll { workers: vec![] }]);
+        h.feed(
+            Event::Exited {
+                pid: 555,
+                status: Status::Signal(KILL),
+            },
+            601,
+        );
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 601)), Some(0));
+    }
+
+    /// Found by the model: a drainer SIGKILLed by its own --kill-timeout
+    /// while running, reaped after the stop began, made the exit 137.
+    #[test]
+    fn a_drainer_we_sigkilled_before_the_stop_does_not_change_the_exit_code() {
+        let mut h = Harness::new(Settings {
+            instances: 2,
+            kill_timeout: Duration::from_millis(500),
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Signal(libc::SIGTTOU), 10); // 102 drains
+        let a = h.feed(Event::Tick, 510);
+        assert_eq!(
+            effects(&a),
+            vec![Action::SignalGroup {
+                pgid: 102,
+                signal: KILL
+            }]
+        );
+        h.feed(Event::Signal(TERM), 520);
+        for (pid, status) in [(101, Status::Code(0)), (102, Status::Signal(KILL))] {
+            h.feed(Event::Exited { pid, status }, 530);
+        }
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 530)), Some(0));
+    }
+
+    /// Found by the model: with --stop-delay, a reload in progress went on
+    /// spawning workers after the stop was requested.
+    #[test]
+    fn a_stop_with_stop_delay_ends_the_reload_and_spawns_nothing() {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            stop_delay: Duration::from_millis(1000),
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Ready { pid: 102 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20); // 103 replaces 101
+        let a = h.feed(Event::Signal(TERM), 30);
+        assert_eq!(
+            effects(&a),
+            vec![Action::Stop {
+                pid: 103,
+                signal: INT
+            }]
+        );
+        assert!(has_note(&a, |n| matches!(n, Note::ReloadFailed { .. })));
+        assert!(!h.sup.reloading());
+        // The old workers keep serving through the delay.
+        assert_eq!(h.sup.serving(), vec![101, 102]);
     }
 }

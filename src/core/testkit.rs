@@ -111,9 +111,13 @@ pub(crate) fn awaiting(settings: Settings) -> Harness {
     h
 }
 
+/// Four workers; a new worker takes its slot as soon as it is ready (no
+/// --min-uptime probation: the reload tests pin the order of steps, the
+/// probation has tests of its own).
 pub(crate) fn four() -> Settings {
     Settings {
         instances: 4,
+        min_uptime: Duration::ZERO,
         ..settings()
     }
 }
@@ -132,6 +136,7 @@ pub(crate) fn four_ready() -> Harness {
 pub(crate) fn two_ready_reloading() -> Harness {
     let mut h = awaiting(Settings {
         instances: 2,
+        min_uptime: Duration::ZERO,
         ..settings()
     });
     h.start();
