@@ -20,9 +20,10 @@
 //! anything is read, so it holds nothing. An insider gets `CONTROL_IDLE` to
 //! send its request line and, once answered, as long to read the reply;
 //! those deadlines feed the event loop's poll timeout. When
-//! `CONTROL_MAX_CLIENTS` are connected, a new client evicts the oldest one
-//! that has not sent a request yet, so a `ready` or `status` probe always
-//! gets in. accept(2) failing for lack of a resource (EMFILE, ENFILE,
+//! `CONTROL_MAX_CLIENTS` are connected, a new client evicts the oldest
+//! silent one (no request yet) of the peer process that holds the most
+//! silent connections, so a `ready` or `status` probe always gets in and
+//! one process cannot push out another's probe. accept(2) failing for lack of a resource (EMFILE, ENFILE,
 //! ENOBUFS, ENOMEM) takes the listening socket out of the poll set for a
 //! back-off (100 ms doubling to 1 s) and is logged rate-limited, never spun on.
 
@@ -563,9 +564,10 @@ impl Server {
             self.next_id += 1;
             let mut client = Client::new(self.next_id, fd, peer, now);
             if self.clients.len() >= MAX_CLIENTS {
-                // Keep room for probes: the oldest client that has not said
-                // anything yet makes way.
-                if let Some(i) = self.clients.iter().position(Client::idle) {
+                // Keep room for probes: the oldest silent client of the peer
+                // that holds the most silent connections makes way, so one
+                // process cannot push out another's probe.
+                if let Some(i) = self.evictable() {
                     let old = self.clients.remove(i);
                     log::warn_limited(
                         log::Kind::Control,
@@ -585,6 +587,26 @@ impl Server {
             }
             self.clients.push(client);
         }
+    }
+
+    /// The client to close when every place is taken: the oldest one that
+    /// has not sent a request, among those of the peer with the most such.
+    fn evictable(&self) -> Option<usize> {
+        let silent = |pid: i32| {
+            self.clients
+                .iter()
+                .filter(|c| c.idle() && c.peer.pid == pid)
+                .count()
+        };
+        let (_, pid) = self
+            .clients
+            .iter()
+            .filter(|c| c.idle())
+            .map(|c| (silent(c.peer.pid), c.peer.pid))
+            .max_by_key(|&(n, _)| n)?;
+        self.clients
+            .iter()
+            .position(|c| c.idle() && c.peer.pid == pid)
     }
 
     /// Tells clients waiting on a reload what happened; finishes them when

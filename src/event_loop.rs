@@ -151,6 +151,10 @@ impl Shell {
                 }
             }
             Action::Log(note) => {
+                if let Note::Exit { .. } = note {
+                    // What was suppressed is reported before the last line.
+                    log::flush_all();
+                }
                 log::note(&note);
                 if let Some(c) = self.control.as_mut().filter(|c| c.has_waiters()) {
                     c.progress(&note, log::text(&note));

@@ -457,6 +457,17 @@ pub fn next_deadline() -> Option<Instant> {
     })
 }
 
+/// Before exiting: every "suppressed" count now, due or not.
+pub fn flush_all() {
+    with(|l| {
+        let never = Instant::now() + LOG_WINDOW * 2;
+        for r in l.limiter.expire(never) {
+            let r = warn_line(l.format, &r);
+            emit(l, r);
+        }
+    });
+}
+
 /// Writes the reports that are due at `now`.
 pub fn flush(now: Instant) {
     with(|l| {
