@@ -14,6 +14,18 @@
 //! (`{"verb":"status"}`); replies are JSON lines too. A reload streams
 //! `progress` lines and ends with `done`. A malformed or oversized request
 //! gets an `error` reply; it never disturbs pminit.
+//!
+//! What a client can hold (limits in src/limits.rs): a peer outside the PID
+//! namespace is answered with an error and closed at accept, before
+//! anything is read, so it holds nothing. An insider gets `CONTROL_IDLE` to
+//! send its request line and, once answered, as long to read the reply;
+//! those deadlines feed the event loop's poll timeout. When
+//! `CONTROL_MAX_CLIENTS` are connected, a new client evicts the oldest
+//! silent one (no request yet) of the peer process that holds the most
+//! silent connections, so a `ready` or `status` probe always gets in and
+//! one process cannot push out another's probe. accept(2) failing for lack of a resource (EMFILE, ENFILE,
+//! ENOBUFS, ENOMEM) takes the listening socket out of the poll set for a
+//! back-off (100 ms doubling to 1 s) and is logged rate-limited, never spun on.
 
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
@@ -21,7 +33,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{SocketAddr, UnixStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
@@ -29,12 +41,11 @@ use nix::sys::socket::{
 };
 
 use crate::core::{Note, ScaleTo, WorkerState};
-use crate::parse;
-
-/// The longest request line; a request is a few dozen bytes.
-pub const MAX_REQUEST: usize = 4096;
-/// Connections served at once; more are told to come back.
-const MAX_CLIENTS: usize = 32;
+use crate::limits::{
+    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, CONTROL_ACCEPTS_PER_WAKE, CONTROL_IDLE,
+    CONTROL_MAX_CLIENTS as MAX_CLIENTS, CONTROL_MAX_OUTPUT, CONTROL_MAX_REQUEST as MAX_REQUEST,
+};
+use crate::{log, parse};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "verb", rename_all = "snake_case")]
@@ -121,6 +132,42 @@ pub struct Row {
     pub cpu_percent: Option<f64>,
 }
 
+/// Tells a peer outside our PID namespace why it is refused, and closes.
+/// What it already sent is read (and ignored) first, so that the close is an
+/// orderly end of stream after the reply rather than a reset.
+fn refuse_outsider(fd: OwnedFd) {
+    let reply = Reply::Error {
+        message: "refused: the client is outside this container's PID namespace".into(),
+    };
+    if let Ok(mut line) = serde_json::to_vec(&reply) {
+        line.push(b'\n');
+        // SAFETY: sending from a buffer of the length we pass; never blocks.
+        unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                line.as_ptr().cast(),
+                line.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+    }
+    let mut buf = [0u8; MAX_REQUEST];
+    // SAFETY: reading into a buffer of the length we pass; never blocks.
+    unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    log::warn_limited(
+        log::Kind::Control,
+        0,
+        "refused a control connection from outside pminit's PID namespace",
+    );
+}
+
 /// Who is on the other end, from SO_PEERCRED.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Peer {
@@ -186,12 +233,15 @@ struct Client {
     answered: bool,
     /// The request was handed to the shell and not yet answered.
     pending: bool,
-    /// Unusable (hung up, write error): drop it.
+    /// Unusable (hung up, write error, idle too long): drop it.
     dead: bool,
+    /// When it connected, or when its answer was queued: the idle deadline
+    /// counts from here.
+    since: Instant,
 }
 
 impl Client {
-    fn new(id: u64, fd: OwnedFd, peer: Peer) -> Client {
+    fn new(id: u64, fd: OwnedFd, peer: Peer, now: Instant) -> Client {
         Client {
             id,
             fd,
@@ -202,6 +252,7 @@ impl Client {
             answered: false,
             pending: false,
             dead: false,
+            since: now,
         }
     }
 
@@ -212,12 +263,35 @@ impl Client {
             self.output.extend_from_slice(&line);
         }
         self.flush();
+        if self.output.len() > CONTROL_MAX_OUTPUT {
+            // A reload's progress piles up for a client that does not read.
+            self.dead = true;
+        }
     }
 
     fn finish(&mut self, reply: &Reply) {
         self.waiting = None;
         self.answered = true;
+        self.since = Instant::now();
         self.queue(reply);
+    }
+
+    /// When this client is closed unless it does its part: send its request
+    /// (not yet sent), or read its answer (written only in part). None while
+    /// pminit works on its request or it waits on a reload.
+    fn deadline(&self) -> Option<Instant> {
+        if self.pending || self.waiting.is_some() || self.dead {
+            return None;
+        }
+        if !self.answered || !self.output.is_empty() {
+            return Some(self.since + CONTROL_IDLE);
+        }
+        None
+    }
+
+    /// Has not sent a request yet: the first to go when all places are taken.
+    fn idle(&self) -> bool {
+        !self.answered && !self.pending && self.waiting.is_none()
     }
 
     /// Writes what it can without blocking.
@@ -302,6 +376,11 @@ pub struct Server {
     uid: u32,
     clients: Vec<Client>,
     next_id: u64,
+    /// accept(2) ran short of a resource: the listener is not polled until
+    /// then.
+    paused_until: Option<Instant>,
+    /// The next pause, doubled each time in a row, reset by an accept.
+    backoff: Duration,
 }
 
 impl Server {
@@ -326,19 +405,31 @@ impl Server {
             uid: unsafe { libc::geteuid() },
             clients: Vec::new(),
             next_id: 0,
+            paused_until: None,
+            backoff: ACCEPT_BACKOFF_MIN,
         }
     }
 
-    /// The fds to poll: the listener first, then each client's, with
-    /// whether it waits to write.
-    pub fn poll_set(&self) -> Vec<(BorrowedFd<'_>, bool)> {
-        std::iter::once((self.listener.as_fd(), false))
+    /// The fds to poll: the listener first (None while accepting is paused),
+    /// then each client's, with whether it waits to write.
+    pub fn poll_set(&self) -> Vec<(Option<BorrowedFd<'_>>, bool)> {
+        let listener = self.paused_until.is_none().then(|| self.listener.as_fd());
+        std::iter::once((listener, false))
             .chain(
                 self.clients
                     .iter()
-                    .map(|c| (c.fd.as_fd(), !c.output.is_empty())),
+                    .map(|c| (Some(c.fd.as_fd()), !c.output.is_empty())),
             )
             .collect()
+    }
+
+    /// The nearest client deadline, or the end of an accept pause.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.clients
+            .iter()
+            .filter_map(Client::deadline)
+            .chain(self.paused_until)
+            .min()
     }
 
     /// Reads what `poll` reported (`ready[0]`: the listener, then the
@@ -346,6 +437,10 @@ impl Server {
     /// requests are answered here; the rest are returned, each with its
     /// client's id for `answer`.
     pub fn serve(&mut self, ready: &[bool]) -> Vec<(u64, Request)> {
+        self.serve_at(ready, Instant::now())
+    }
+
+    fn serve_at(&mut self, ready: &[bool], now: Instant) -> Vec<(u64, Request)> {
         let mut requests = Vec::new();
         for (i, client) in self.clients.iter_mut().enumerate() {
             if !ready.get(1 + i).copied().unwrap_or(false) {
@@ -377,10 +472,29 @@ impl Server {
                 }
             }
         }
-        if ready.first().copied().unwrap_or(false) {
-            self.accept();
+        for c in &mut self.clients {
+            if c.deadline().is_some_and(|d| d <= now) {
+                c.dead = true;
+                log::warn_limited(
+                    log::Kind::Control,
+                    c.peer.pid,
+                    &format!(
+                        "closed the control connection of pid {}: nothing for {} ms",
+                        c.peer.pid,
+                        CONTROL_IDLE.as_millis()
+                    ),
+                );
+            }
         }
         self.clients.retain(|c| !c.closable());
+        if self.paused_until.is_some_and(|t| t <= now) {
+            // Try again; the listener is back in the poll set, and a
+            // connection that waits in its queue makes it readable.
+            self.paused_until = None;
+            self.accept(now);
+        } else if ready.first().copied().unwrap_or(false) {
+            self.accept(now);
+        }
         requests
     }
 
@@ -400,8 +514,8 @@ impl Server {
         self.clients.retain(|c| !c.closable());
     }
 
-    fn accept(&mut self) {
-        loop {
+    fn accept(&mut self, now: Instant) {
+        for _ in 0..CONTROL_ACCEPTS_PER_WAKE {
             let fd = match accept4(
                 self.listener.as_raw_fd(),
                 SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
@@ -409,9 +523,31 @@ impl Server {
                 // SAFETY: accept4 returned a new fd that nothing else owns.
                 Ok(fd) => unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
                 Err(nix::errno::Errno::EINTR) => continue,
-                // EAGAIN (no more), or a resource shortage: try next wake-up.
+                Err(
+                    e @ (nix::errno::Errno::EMFILE
+                    | nix::errno::Errno::ENFILE
+                    | nix::errno::Errno::ENOBUFS
+                    | nix::errno::Errno::ENOMEM),
+                ) => {
+                    // The connection stays queued; try again after a pause
+                    // instead of waking for it at once, over and over.
+                    self.paused_until = Some(now + self.backoff);
+                    log::warn_limited(
+                        log::Kind::Accept,
+                        0,
+                        &format!(
+                            "cannot accept control connections: {}; retrying in {} ms",
+                            e.desc(),
+                            self.backoff.as_millis()
+                        ),
+                    );
+                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    return;
+                }
+                // EAGAIN (no more), or the client already gone.
                 Err(_) => return,
             };
+            self.backoff = ACCEPT_BACKOFF_MIN;
             let peer = match getsockopt(&fd, sockopt::PeerCredentials) {
                 Ok(c) => Peer {
                     pid: c.pid(),
@@ -419,17 +555,58 @@ impl Server {
                 },
                 Err(_) => continue,
             };
-            self.next_id += 1;
-            let mut client = Client::new(self.next_id, fd, peer);
-            if self.clients.len() >= MAX_CLIENTS {
-                // Told once, without waiting for the buffer; then dropped.
-                client.finish(&Reply::Error {
-                    message: format!("busy: {MAX_CLIENTS} control requests in progress"),
-                });
+            if peer.pid == 0 {
+                // Outside our PID namespace (another container of the pod):
+                // told why and closed at once, holding nothing.
+                refuse_outsider(fd);
                 continue;
+            }
+            self.next_id += 1;
+            let mut client = Client::new(self.next_id, fd, peer, now);
+            if self.clients.len() >= MAX_CLIENTS {
+                // Keep room for probes: the oldest silent client of the peer
+                // that holds the most silent connections makes way, so one
+                // process cannot push out another's probe.
+                if let Some(i) = self.evictable() {
+                    let old = self.clients.remove(i);
+                    log::warn_limited(
+                        log::Kind::Control,
+                        old.peer.pid,
+                        &format!(
+                            "closed the silent control connection of pid {}: {MAX_CLIENTS} connections open",
+                            old.peer.pid
+                        ),
+                    );
+                } else {
+                    // Told once, without waiting for the buffer; then dropped.
+                    client.finish(&Reply::Error {
+                        message: format!("busy: {MAX_CLIENTS} control requests in progress"),
+                    });
+                    continue;
+                }
             }
             self.clients.push(client);
         }
+    }
+
+    /// The client to close when every place is taken: the oldest one that
+    /// has not sent a request, among those of the peer with the most such.
+    fn evictable(&self) -> Option<usize> {
+        let silent = |pid: i32| {
+            self.clients
+                .iter()
+                .filter(|c| c.idle() && c.peer.pid == pid)
+                .count()
+        };
+        let (_, pid) = self
+            .clients
+            .iter()
+            .filter(|c| c.idle())
+            .map(|c| (silent(c.peer.pid), c.peer.pid))
+            .max_by_key(|&(n, _)| n)?;
+        self.clients
+            .iter()
+            .position(|c| c.idle() && c.peer.pid == pid)
     }
 
     /// Tells clients waiting on a reload what happened; finishes them when
@@ -911,7 +1088,9 @@ mod tests {
             pid: 1,
             uid: server.uid,
         };
-        server.clients.push(Client::new(9, ours, peer));
+        server
+            .clients
+            .push(Client::new(9, ours, peer, Instant::now()));
         let mut client = UnixStream::from(theirs);
         client.set_nonblocking(false).expect("blocking");
         client.write_all(send).expect("write");
@@ -962,6 +1141,69 @@ mod tests {
                 "{message}"
             );
         }
+    }
+
+    #[test]
+    fn silent_clients_make_way_for_a_probe_and_are_closed_at_their_deadline() {
+        let name = format!("pminit-test/{}/silent", std::process::id());
+        let listener = socket(
+            AddressFamily::Unix,
+            SockType::Stream,
+            SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
+            None,
+        )
+        .expect("socket");
+        bind(
+            listener.as_raw_fd(),
+            &UnixAddr::new_abstract(name.as_bytes()).expect("name"),
+        )
+        .expect("bind");
+        listen(&listener, Backlog::new(64).expect("backlog")).expect("listen");
+        let mut server = Server::on(listener);
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("name");
+        let t0 = Instant::now();
+        let all = |n: usize| vec![true; n + 1];
+        let mut silent: Vec<UnixStream> = (0..MAX_CLIENTS)
+            .map(|_| UnixStream::connect_addr(&addr).expect("connect"))
+            .collect();
+        for _ in 0..MAX_CLIENTS {
+            server.serve_at(&all(server.clients.len()), t0);
+        }
+        assert_eq!(server.clients.len(), MAX_CLIENTS);
+        assert_eq!(server.next_deadline(), Some(t0 + CONTROL_IDLE));
+        // Every place taken by a silent client: a probe still gets in.
+        let mut probe = UnixStream::connect_addr(&addr).expect("connect");
+        probe.write_all(b"{\"verb\":\"ready\"}\n").expect("write");
+        server.serve_at(&all(server.clients.len()), t0);
+        let requests = server.serve_at(&all(server.clients.len()), t0);
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].1, Request::Ready);
+        assert_eq!(server.clients.len(), MAX_CLIENTS);
+        // The oldest silent one was closed to make room.
+        silent[0]
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        assert_eq!(silent[0].read(&mut [0u8; 16]).expect("eof"), 0);
+        // At the deadline the silent ones go; the one being answered stays.
+        server.serve_at(&[false], t0 + CONTROL_IDLE);
+        assert_eq!(server.clients.len(), 1);
+        assert_eq!(server.next_deadline(), None);
+        for s in &mut silent[1..] {
+            s.set_read_timeout(Some(Duration::from_secs(5)))
+                .expect("timeout");
+            assert_eq!(s.read(&mut [0u8; 16]).expect("eof"), 0);
+        }
+        server.answer(
+            requests[0].0,
+            Outcome::Reply(Reply::Ready {
+                ready: true,
+                why: None,
+            }),
+        );
+        assert!(server.clients.is_empty());
+        let mut reply = String::new();
+        probe.read_to_string(&mut reply).expect("reply");
+        assert!(reply.contains("\"ready\":true"), "{reply}");
     }
 
     #[test]

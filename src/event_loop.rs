@@ -21,7 +21,7 @@ use crate::control::{self, Outcome, Reply, Request};
 use crate::core::{Action, Event, Note, Supervisor};
 use crate::ipc::{Channel, Message};
 use crate::listen::{Addr, Sockets};
-use crate::notify::NotifySocket;
+use crate::notify::{self, NotifySocket};
 use crate::spawn::{self, Launcher, Program};
 use crate::{log, parse, sys};
 
@@ -68,11 +68,6 @@ fn addresses(config: &Config, program: &Program) -> Result<Vec<Addr>, StartError
 
 /// How often --max-memory looks at the workers' memory (only when set).
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
-
-/// Warn about the first few dropped IPC lines of a worker, then rarely.
-fn worth_a_warning(dropped: u64) -> bool {
-    dropped <= 3 || dropped % 1000 == 0
-}
 
 /// The I/O side: carries out the core's actions and turns what the kernel
 /// reports into events.
@@ -156,6 +151,10 @@ impl Shell {
                 }
             }
             Action::Log(note) => {
+                if let Note::Exit { .. } = note {
+                    // What was suppressed is reported before the last line.
+                    log::flush_all();
+                }
                 log::note(&note);
                 if let Some(c) = self.control.as_mut().filter(|c| c.has_waiters()) {
                     c.progress(&note, log::text(&note));
@@ -286,21 +285,46 @@ impl Shell {
         readable: &[bool],
         polled: &[i32],
         first_channel: usize,
+        sup: &Supervisor,
         queue: &mut VecDeque<Event>,
     ) {
+        // One Ready per worker per wake-up is enough; a flood of them is not
+        // a flood of events.
+        let mut readied: Vec<i32> = Vec::new();
         if readable.get(1).copied().unwrap_or(false) {
             if let Some(n) = &self.notify {
-                for note in n.recv() {
-                    // The worker is the sender's process group leader.
-                    let worker = sys::getpgid(note.pid).unwrap_or(note.pid);
+                let batch = n.recv();
+                let workers: Vec<i32> = if batch.is_empty() {
+                    Vec::new()
+                } else {
+                    sup.workers().iter().filter_map(|w| w.pid).collect()
+                };
+                for note in batch {
+                    let worker = match notify::worker_of(note.pid, &workers, sys::getpgid) {
+                        Ok(w) => w,
+                        Err(why) => {
+                            let who = if note.pid > 0 { note.pid } else { 0 };
+                            log::warn_limited(
+                                log::Kind::NotifyRefused,
+                                0,
+                                &format!("dropped a notify datagram from pid {who}: {why}"),
+                            );
+                            continue;
+                        }
+                    };
                     for line in note.lines {
-                        if line == "READY=1" && self.wait_ready {
+                        if line == "READY=1" && self.wait_ready && !readied.contains(&worker) {
+                            readied.push(worker);
                             queue.push_back(Event::Ready { pid: worker });
                         }
-                        log::note(&Note::Notified {
-                            pid: worker,
-                            message: line,
-                        });
+                        log::note_limited(
+                            log::Kind::Notified,
+                            worker,
+                            &Note::Notified {
+                                pid: worker,
+                                message: line,
+                            },
+                        );
                     }
                 }
             }
@@ -312,23 +336,28 @@ impl Shell {
             let Some(c) = self.channels.get_mut(&pid) else {
                 continue;
             };
+            let mut ready = false;
             for m in c.read() {
                 match m {
-                    Ok(Message::Ready) if self.wait_ready => queue.push_back(Event::Ready { pid }),
-                    Ok(Message::Listening) if !self.wait_ready => {
-                        queue.push_back(Event::Ready { pid })
-                    }
+                    Ok(Message::Ready) if self.wait_ready => ready = true,
+                    Ok(Message::Listening) if !self.wait_ready => ready = true,
                     Ok(_) => {}
                     Err(reason) => {
                         c.dropped += 1;
-                        if worth_a_warning(c.dropped) {
-                            log::warn(&format!(
+                        log::warn_limited(
+                            log::Kind::IpcDropped,
+                            pid,
+                            &format!(
                                 "worker pid {pid}: dropped {reason} from its IPC channel ({} so far)",
                                 c.dropped
-                            ));
-                        }
+                            ),
+                        );
                     }
                 }
+            }
+            if ready && !readied.contains(&pid) {
+                readied.push(pid);
+                queue.push_back(Event::Ready { pid });
             }
         }
     }
@@ -423,7 +452,16 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         }
 
         let deadline = sup.next_deadline();
-        let wake = [deadline, memory_check].into_iter().flatten().min();
+        let control_deadline = shell.control.as_ref().and_then(|c| c.next_deadline());
+        let wake = [
+            deadline,
+            memory_check,
+            control_deadline,
+            log::next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = wake.map(|d| d.saturating_duration_since(Instant::now()));
         let polled: Vec<i32> = shell
             .channels
@@ -436,7 +474,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             (shell.notify.as_ref().map(|n| n.fd()), false),
         ];
         if let Some(c) = &shell.control {
-            fds.extend(c.poll_set().into_iter().map(|(fd, w)| (Some(fd), w)));
+            fds.extend(c.poll_set());
         }
         let first_channel = fds.len();
         fds.extend(
@@ -457,7 +495,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
                 .into_iter()
                 .map(Event::Signal),
         );
-        shell.messages(&readable, &polled, first_channel, &mut queue);
+        shell.messages(&readable, &polled, first_channel, &sup, &mut queue);
         shell.control_requests(&readable[2..first_channel], &sup, &mut queue);
         loop {
             match sys::reap_one() {
@@ -470,6 +508,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             }
         }
         let now = Instant::now();
+        log::flush(now);
         if deadline.is_some_and(|d| d <= now) {
             queue.push_back(Event::Tick);
         }

@@ -8,6 +8,13 @@
 //! worker's whole life, because a `process.send()` after the parent closed
 //! crashes the child. What comes the other way may be anything: malformed,
 //! binary or oversized lines are reported and dropped, never fatal.
+//!
+//! A worker may also write as fast as it can. One wake-up reads at most
+//! `IPC_READ_PER_WAKE` bytes and stops after the chunk that brought
+//! `IPC_MESSAGES_PER_WAKE` messages; lines are decoded chunk by chunk as they
+//! are read, and only a partial line (at most `IPC_MAX_LINE` bytes) is kept
+//! between reads. What is left in the socket wakes the level-triggered poll
+//! again next turn, after signals and reaping (see src/limits.rs).
 
 use serde::Deserialize;
 use std::io;
@@ -15,8 +22,9 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
 use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
 
-/// The longest line we buffer; the rest of a longer one is skipped.
-pub const MAX_LINE: usize = 64 * 1024;
+use crate::limits::{
+    IPC_CHUNK, IPC_MAX_LINE as MAX_LINE, IPC_MESSAGES_PER_WAKE, IPC_READ_PER_WAKE,
+};
 
 /// What a worker can tell pminit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,19 +142,25 @@ impl Channel {
         self.fd.as_fd()
     }
 
-    /// Reads what is there; returns the decoded messages and drop reasons.
+    /// Reads what is there, within this wake-up's budget; returns the
+    /// decoded messages and drop reasons in order.
     pub fn read(&mut self) -> Vec<Result<Message, String>> {
         let mut out = Vec::new();
-        let mut buf = [0u8; 8192];
-        loop {
-            // SAFETY: reading into a buffer of the length we pass.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        let mut buf = [0u8; IPC_CHUNK];
+        let mut budget = IPC_READ_PER_WAKE;
+        while budget > 0 && out.len() < IPC_MESSAGES_PER_WAKE {
+            let want = budget.min(buf.len());
+            // SAFETY: reading into a buffer at least `want` bytes long.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
             match n {
                 0 => {
                     self.closed = true;
                     return out;
                 }
-                n if n > 0 => out.extend(self.lines.feed(&buf[..n as usize])),
+                n if n > 0 => {
+                    budget -= n as usize;
+                    out.extend(self.lines.feed(&buf[..n as usize]));
+                }
                 _ => match io::Error::last_os_error().raw_os_error() {
                     Some(libc::EINTR) => continue,
                     Some(libc::EAGAIN) => return out,
@@ -157,6 +171,7 @@ impl Channel {
                 },
             }
         }
+        out
     }
 
     /// Writes one JSON value as one line, whole or not at all.
@@ -230,6 +245,40 @@ mod tests {
         assert!(l.feed(b"yyyy").is_empty());
         assert_eq!(l.feed(b"zz\n\"ready\"\n"), vec![Ok(Message::Ready)]);
         assert!(l.feed(b"garbage\n")[0].is_err());
+    }
+
+    #[test]
+    fn a_flood_is_read_in_bounded_slices_and_nothing_is_lost() {
+        let (mut ours, theirs) = pair().expect("socketpair");
+        let mut worker = UnixStream::from(theirs);
+        worker.set_nonblocking(true).expect("nonblocking");
+        // Fill the socket: far more than one wake-up's budget.
+        let chunk = "1\n".repeat(1024);
+        let mut sent = 0usize;
+        while let Ok(n) = worker.write(chunk.as_bytes()) {
+            assert_eq!(n % 2, 0, "whole lines only in this test");
+            sent += n / 2;
+        }
+        assert!(sent > IPC_MESSAGES_PER_WAKE * 2, "sent {sent}");
+        let mut got = 0;
+        let mut turns = 0;
+        loop {
+            let batch = ours.read();
+            if batch.is_empty() {
+                break;
+            }
+            // One chunk past the cap at most.
+            assert!(
+                batch.len() < IPC_MESSAGES_PER_WAKE + IPC_CHUNK / 2,
+                "{}",
+                batch.len()
+            );
+            assert!(batch.iter().all(|m| *m == Ok(Message::Other)));
+            got += batch.len();
+            turns += 1;
+        }
+        assert_eq!(got, sent);
+        assert!(turns > 1);
     }
 
     #[test]

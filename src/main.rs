@@ -5,6 +5,7 @@ mod control;
 mod core;
 mod event_loop;
 mod ipc;
+mod limits;
 mod listen;
 mod log;
 mod node;

@@ -4,6 +4,14 @@
 //! ready (with --wait-ready); `STOPPING=1` is logged. The kernel tells us the
 //! sender's pid (SO_PASSCRED), and its process group tells us the worker, so
 //! a shell wrapper's child may notify for the worker it runs under.
+//!
+//! Who may notify: a worker, or a process in a worker's process group
+//! (workers lead their own groups). Everything else is dropped unread and
+//! counted: a datagram without credentials, one whose sender pid is 0 (it is
+//! outside our PID namespace: another container of the pod sees our
+//! abstract name), one from any other process. At most `NOTIFY_PER_WAKE`
+//! datagrams are read per wake-up (see src/limits.rs); the rest wait for
+//! the next turn.
 
 use nix::sys::socket::{
     bind, recvmsg, setsockopt, socket, sockopt, AddressFamily, ControlMessageOwned, MsgFlags,
@@ -12,13 +20,16 @@ use nix::sys::socket::{
 use std::io::{self, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
+use crate::limits::{NOTIFY_MAX_DATAGRAM, NOTIFY_PER_WAKE};
+
 pub struct NotifySocket {
     fd: OwnedFd,
     /// The value of NOTIFY_SOCKET: `@` and the abstract name.
     pub address: String,
 }
 
-/// One datagram: the sender's pid and its `KEY=VALUE` lines.
+/// One datagram: the sender's pid (0: unknown or outside our PID
+/// namespace) and its `KEY=VALUE` lines.
 pub struct Notification {
     pub pid: i32,
     pub lines: Vec<String>,
@@ -50,11 +61,11 @@ impl NotifySocket {
         self.fd.as_fd()
     }
 
-    /// Every datagram waiting, with its sender.
+    /// The datagrams waiting, `NOTIFY_PER_WAKE` at most, with their senders.
     pub fn recv(&self) -> Vec<Notification> {
         let mut out = Vec::new();
-        loop {
-            let mut buf = [0u8; 4096];
+        while out.len() < NOTIFY_PER_WAKE {
+            let mut buf = [0u8; NOTIFY_MAX_DATAGRAM];
             let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
             let mut iov = [IoSliceMut::new(&mut buf)];
             let msg = match recvmsg::<UnixAddr>(
@@ -82,6 +93,27 @@ impl NotifySocket {
                 lines: text.lines().map(str::to_string).collect(),
             });
         }
+        out
+    }
+}
+
+/// Which worker a datagram from `pid` speaks for: the worker itself, or the
+/// worker whose process group `pid` is in (`pgid` looks that up). Err says
+/// why it is refused.
+pub fn worker_of(
+    pid: i32,
+    workers: &[i32],
+    pgid: impl Fn(i32) -> Option<i32>,
+) -> Result<i32, &'static str> {
+    if pid <= 0 {
+        return Err("from outside pminit's PID namespace (or without credentials)");
+    }
+    if workers.contains(&pid) {
+        return Ok(pid);
+    }
+    match pgid(pid) {
+        Some(g) if workers.contains(&g) => Ok(g),
+        _ => Err("from a process that is not a worker nor in a worker's process group"),
     }
 }
 
@@ -107,5 +139,47 @@ mod tests {
         assert_eq!(got[0].pid, std::process::id() as i32);
         assert_eq!(got[0].lines, ["READY=1", "STATUS=up"]);
         assert!(sock.recv().is_empty());
+    }
+
+    #[test]
+    fn a_flood_is_read_a_bounded_batch_per_wake_up() {
+        // The kernel queues only ~10 datagrams per socket; a sender that
+        // keeps up refills it as fast as we read, so the cap is what ends a
+        // wake-up.
+        let sock = NotifySocket::bind().expect("bind");
+        let addr =
+            std::os::unix::net::SocketAddr::from_abstract_name(&sock.address.as_bytes()[1..])
+                .expect("name");
+        const SENT: usize = 2000;
+        let sender = std::thread::spawn(move || {
+            let client = UnixDatagram::unbound().expect("socket");
+            for _ in 0..SENT {
+                client.send_to_addr(b"STOPPING=1", &addr).expect("send");
+            }
+        });
+        let mut got = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while got < SENT && std::time::Instant::now() < deadline {
+            let batch = sock.recv();
+            assert!(batch.len() <= NOTIFY_PER_WAKE);
+            got += batch.len();
+        }
+        sender.join().expect("sender");
+        assert_eq!(got, SENT);
+    }
+
+    #[test]
+    fn only_workers_and_their_process_groups_may_notify() {
+        let workers = [10, 20];
+        let pgid = |pid| match pid {
+            11 => Some(10),
+            30 => Some(30),
+            _ => None,
+        };
+        assert_eq!(worker_of(10, &workers, pgid), Ok(10));
+        assert_eq!(worker_of(11, &workers, pgid), Ok(10));
+        for refused in [0, -1, 30, 99] {
+            assert!(worker_of(refused, &workers, pgid).is_err(), "{refused}");
+        }
     }
 }

@@ -713,3 +713,113 @@ impl Load {
         total
     }
 }
+
+/// A cgroup v1 memory group for one test run: created with a limit, joined
+/// by the started process just before exec (`join` in a pre_exec), removed
+/// on drop.
+pub struct MemoryCgroup {
+    dir: PathBuf,
+    procs: std::ffi::CString,
+}
+
+impl MemoryCgroup {
+    /// None when cgroup v1's memory controller is not writable here.
+    pub fn create(tag: &str, limit_bytes: u64) -> Option<MemoryCgroup> {
+        let root = std::path::Path::new("/sys/fs/cgroup/memory");
+        if !root.join("cgroup.procs").exists() {
+            return None;
+        }
+        let dir = root.join(format!("pminit-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir(&dir).ok()?;
+        let g = MemoryCgroup {
+            procs: std::ffi::CString::new(dir.join("cgroup.procs").to_string_lossy().as_bytes())
+                .ok()?,
+            dir,
+        };
+        std::fs::write(g.dir.join("memory.limit_in_bytes"), limit_bytes.to_string()).ok()?;
+        Some(g)
+    }
+
+    /// Moves the calling process into the group. Async-signal-safe (open,
+    /// write, close): for a pre_exec closure.
+    pub fn join(procs: &std::ffi::CStr) -> std::io::Result<()> {
+        // SAFETY: a valid C string; the fd is ours and closed here.
+        unsafe {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" is the writing process itself.
+            let n = libc::write(fd, b"0\n".as_ptr().cast(), 2);
+            libc::close(fd);
+            if n != 2 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+
+    /// The path of the group's `cgroup.procs`, for `join`.
+    pub fn procs(&self) -> std::ffi::CString {
+        self.procs.clone()
+    }
+
+    /// How many times the group hit its limit (memory.failcnt).
+    pub fn failcnt(&self) -> u64 {
+        std::fs::read_to_string(self.dir.join("memory.failcnt"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MemoryCgroup {
+    fn drop(&mut self) {
+        // Empty by now (the run is over); a leftover process keeps it, which
+        // the next run's unique name tolerates.
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `pminit ARGS` run against `run`'s pminit (through nsenter in PID-1
+/// mode, as `kubectl exec` would): exit code, stdout+stderr, and how long
+/// the answer took.
+pub fn timed_verb(run: &Run, args: &[&str]) -> (i32, String, Duration) {
+    let pid = run.pminit_pid().to_string();
+    let mut cmd = match run.mode {
+        Mode::Pid1 => {
+            let mut c = Command::new("nsenter");
+            c.args(["-t", &pid, "-p", "-m", PMINIT]).args(args);
+            c
+        }
+        Mode::Subreaper => {
+            let mut c = Command::new(PMINIT);
+            c.args(args).args(["--pid", &pid]);
+            c
+        }
+    };
+    let t = Instant::now();
+    let out = cmd.output().expect("run the verb");
+    let took = t.elapsed();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text, took)
+}
+
+/// VmHWM (peak resident memory) of `pid`, in kB.
+pub fn vm_hwm_kb(pid: i32) -> Option<u64> {
+    status_field(pid, "VmHWM")?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// utime + stime of `pid`, in clock ticks.
+pub fn cpu_ticks(pid: i32) -> Option<u64> {
+    let f = stat_fields(pid)?;
+    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+}
