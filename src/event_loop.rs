@@ -10,7 +10,7 @@
 //! dies takes the whole container with it, so every error past that point is
 //! logged and survived.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
@@ -69,6 +69,58 @@ fn addresses(config: &Config, program: &Program) -> Result<Vec<Addr>, StartError
 /// How often --max-memory looks at the workers' memory (only when set).
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
 
+/// While stopping, how often pminit looks again for orphans reparented to it
+/// since the stop sweep (a grandchild's parent can exit without pminit
+/// hearing of it), and the least time between two looks when reaps prompt
+/// one. Only between the stop signal and the grace's end: an idle pminit
+/// has no timer.
+const STRAY_RESWEEP: Duration = Duration::from_millis(100);
+const STRAY_RESWEEP_MIN: Duration = Duration::from_millis(10);
+
+/// The stop signal's sweep over the strays, kept up until the grace ends:
+/// an orphan reparented later gets the stop signal too, once.
+struct StraySweep {
+    signal: i32,
+    workers: Vec<i32>,
+    asked: HashSet<i32>,
+    last: Instant,
+    next: Instant,
+}
+
+impl StraySweep {
+    fn new(signal: i32, workers: Vec<i32>) -> StraySweep {
+        let now = Instant::now();
+        StraySweep {
+            signal,
+            workers,
+            asked: HashSet::new(),
+            last: now,
+            next: now,
+        }
+    }
+
+    /// One look at pminit's children: the stop signal to each new stray.
+    fn sweep(&mut self, me: i32) {
+        let now = Instant::now();
+        self.last = now;
+        self.next = now + STRAY_RESWEEP;
+        // No child at all (the common end of a run): no /proc scan.
+        if !sys::has_children() {
+            return;
+        }
+        for pid in strays(me, &self.workers) {
+            if self.asked.insert(pid) {
+                let _ = sys::kill(pid, self.signal);
+            }
+        }
+    }
+
+    /// Something was reaped: its children, if any, are ours now; look soon.
+    fn reaped(&mut self) {
+        self.next = self.next.min(self.last + STRAY_RESWEEP_MIN);
+    }
+}
+
 /// Warn about the first few dropped IPC lines of a worker, then rarely.
 fn worth_a_warning(dropped: u64) -> bool {
     dropped <= 3 || dropped % 1000 == 0
@@ -90,6 +142,12 @@ struct Shell {
     send_shutdown: bool,
     /// A worker has run: from now on pminit never bails.
     started: bool,
+    /// Between the stop signal and the grace's end: the strays' sweep.
+    stray_sweep: Option<StraySweep>,
+    /// A SIGKILL sweep asked for while handling this turn's events: done
+    /// once when they are all handled (each reaped orphan asks for one; a
+    /// /proc scan per orphan made 1000 orphans take seconds).
+    kill_pending: Option<Vec<i32>>,
 }
 
 impl Shell {
@@ -140,14 +198,16 @@ impl Shell {
                 self.signal_group(pid, signal);
             }
             Action::SignalGroup { pgid, signal } => self.signal_group(pgid, signal),
-            // No child at all (the common end of a run): no /proc scan.
-            Action::SignalStrays { .. } if !sys::has_children() => {}
             Action::SignalStrays { signal, workers } => {
-                for pid in strays(self.me, &workers) {
-                    let _ = sys::kill(pid, signal);
-                }
+                let mut sweep = StraySweep::new(signal, workers);
+                sweep.sweep(self.me);
+                self.stray_sweep = Some(sweep);
             }
-            Action::KillAll { workers } => kill_all(self.pid1, self.me, &workers),
+            Action::KillAll { workers } => {
+                // From now on strays get SIGKILL, not the stop signal.
+                self.stray_sweep = None;
+                self.kill_pending = Some(workers);
+            }
             Action::Steer { slots } => {
                 if let Err(e) = self.launcher.sockets.steer(&slots) {
                     log::warn(&format!(
@@ -398,6 +458,8 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         wait_ready: config.wait_ready,
         send_shutdown: config.send_shutdown,
         started: false,
+        stray_sweep: None,
+        kill_pending: None,
     };
     let max_memory = config.max_memory;
     let mut memory_check = max_memory.map(|_| Instant::now() + MEMORY_CHECK);
@@ -422,8 +484,22 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             }
         }
 
+        // Once per turn, however many events asked for it.
+        if let Some(workers) = shell.kill_pending.take() {
+            kill_all(shell.pid1, shell.me, &workers);
+        }
+        if let Some(sweep) = shell.stray_sweep.as_mut() {
+            if sweep.next <= Instant::now() {
+                sweep.sweep(shell.me);
+            }
+        }
+
         let deadline = sup.next_deadline();
-        let wake = [deadline, memory_check].into_iter().flatten().min();
+        let resweep = shell.stray_sweep.as_ref().map(|s| s.next);
+        let wake = [deadline, memory_check, resweep]
+            .into_iter()
+            .flatten()
+            .min();
         let timeout = wake.map(|d| d.saturating_duration_since(Instant::now()));
         let polled: Vec<i32> = shell
             .channels
@@ -461,7 +537,12 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         shell.control_requests(&readable[2..first_channel], &sup, &mut queue);
         loop {
             match sys::reap_one() {
-                sys::Reaped::Child(pid, status) => queue.push_back(Event::Exited { pid, status }),
+                sys::Reaped::Child(pid, status) => {
+                    if let Some(sweep) = shell.stray_sweep.as_mut() {
+                        sweep.reaped();
+                    }
+                    queue.push_back(Event::Exited { pid, status })
+                }
                 sys::Reaped::Running => break,
                 sys::Reaped::Empty => {
                     queue.push_back(Event::TreeEmpty);
@@ -505,6 +586,10 @@ fn kill_all(pid1: bool, me: i32, workers: &[i32]) {
     }
     for &pgid in workers {
         let _ = sys::signal_group(pgid, libc::SIGKILL);
+    }
+    // No child at all (the common end of a run): no /proc scan.
+    if !sys::has_children() {
+        return;
     }
     for pid in sys::children_of(me) {
         let _ = sys::kill(pid, libc::SIGKILL);

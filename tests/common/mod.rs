@@ -713,3 +713,13 @@ impl Load {
         total
     }
 }
+
+impl Run {
+    /// Waits at most `limit` for pminit to exit: None if it is still running.
+    pub fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.exit.recv_timeout(limit).ok();
+        }
+        self.exited
+    }
+}
