@@ -376,6 +376,14 @@ fn parse_with_cpus(
         })?;
         listen_addrs.push(addr);
     }
+    listen::check_overlaps(&listen_addrs).map_err(|why| {
+        let name = if from_env {
+            "PMINIT_LISTEN"
+        } else {
+            "--listen"
+        };
+        CliError(format!("{name}: {why}"))
+    })?;
     if a.command.is_empty() {
         return Err(CliError(format!("no command given; {USAGE}")));
     }
@@ -674,6 +682,16 @@ mod tests {
             ),
             ("-l abc -- x", &[], &["--listen", "\"abc\"", "HOST:PORT"]),
             ("-l example.com:80 -- x", &[], &["--listen", "host names"]),
+            (
+                "-l 3000 -l 127.0.0.1:3000 -- x",
+                &[],
+                &["--listen", "3000 and 127.0.0.1:3000", "overlap"],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_LISTEN", "8080,8080")],
+                &["PMINIT_LISTEN", "8080 and 8080"],
+            ),
             (
                 "--socket-layout both -- x",
                 &[],

@@ -418,7 +418,12 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         })?),
     };
     let addrs = addresses(&config, &program)?;
-    let sockets = Sockets::bind(&addrs, config.layout, config.settings.instances)
+    let source = if config.listen.is_empty() {
+        "$PORT"
+    } else {
+        "--listen"
+    };
+    let sockets = Sockets::bind(&addrs, config.layout, config.settings.instances, source)
         .map_err(|message| StartError { code: 1, message })?;
     // Not fatal either: without it, sd_notify is not available.
     let notify = NotifySocket::bind()
