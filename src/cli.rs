@@ -106,6 +106,8 @@ pub struct Config {
     pub max_memory: Option<u64>,
     pub command: Vec<String>,
     pub user: Option<user::Spec>,
+    /// --user came from PMINIT_USER: messages name the variable.
+    pub user_from_env: bool,
     pub log_format: Format,
     pub verbose: bool,
 }
@@ -306,11 +308,12 @@ fn parse_with_cpus(
             _ => return Err(bad(&src, &v, "text or json")),
         },
     };
-    let user = match pick(a.user, "--user", "PMINIT_USER", getenv) {
-        None => None,
-        Some((v, src)) => {
-            Some(user::parse_spec(&v).map_err(|why| CliError(format!("{}: {why}", src.name())))?)
-        }
+    let (user, user_from_env) = match pick(a.user, "--user", "PMINIT_USER", getenv) {
+        None => (None, false),
+        Some((v, src)) => (
+            Some(user::parse_spec(&v).map_err(|why| CliError(format!("{}: {why}", src.name())))?),
+            src.from_env,
+        ),
     };
     let verbose = bool_opt(a.verbose, "--verbose", "PMINIT_VERBOSE", getenv)?;
     let preload = !bool_opt(a.no_preload, "--no-preload", "PMINIT_NO_PRELOAD", getenv)?;
@@ -407,6 +410,7 @@ fn parse_with_cpus(
         },
         command: a.command,
         user,
+        user_from_env,
         log_format,
         verbose,
     }))

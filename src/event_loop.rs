@@ -52,9 +52,21 @@ fn addresses(config: &Config, program: &Program) -> Result<Vec<Addr>, StartError
     if !config.listen.is_empty() || !program.is_node {
         return Ok(config.listen.clone());
     }
-    let Some(port) = std::env::var("PORT").ok().filter(|p| !p.is_empty()) else {
-        return Ok(Vec::new());
+    let port = match std::env::var("PORT") {
+        Ok(p) => p,
+        Err(std::env::VarError::NotPresent) => String::new(),
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            return Err(StartError {
+                code: 2,
+                message: format!(
+                    "PORT: invalid value {raw:?}: not valid UTF-8; expected a port 1-65535 (pminit binds $PORT for a Node command when --listen is not given)"
+                ),
+            })
+        }
     };
+    if port.is_empty() {
+        return Ok(Vec::new());
+    }
     match port.trim().parse::<u16>() {
         Ok(p) if p > 0 => Ok(vec![Addr::AnyPort(p)]),
         _ => Err(StartError {
@@ -142,6 +154,8 @@ struct Shell {
     send_shutdown: bool,
     /// A worker has run: from now on pminit never bails.
     started: bool,
+    /// Spawns that failed for want of a resource since the last success.
+    shortages: u64,
     /// Between the stop signal and the grace's end: the strays' sweep.
     stray_sweep: Option<StraySweep>,
     /// A SIGKILL sweep asked for while handling this turn's events: done
@@ -161,6 +175,13 @@ impl Shell {
             Action::Spawn { slot } => match self.launcher.start(slot) {
                 Ok(w) => {
                     self.started = true;
+                    if self.shortages > 0 {
+                        log::warn(&format!(
+                            "workers start again, after {} attempt(s) that ran short of resources",
+                            self.shortages
+                        ));
+                        self.shortages = 0;
+                    }
                     if let Some(c) = w.channel {
                         self.channels.insert(w.pid, c);
                     }
@@ -171,18 +192,34 @@ impl Shell {
                     });
                 }
                 Err(e) if !self.started => {
+                    let f = self.launcher.program.failure(&e);
                     return Err(StartError {
-                        code: spawn::exec_failure(&e).code(),
-                        message: format!("cannot run {:?}: {e}", self.launcher.program.name),
+                        code: f.code,
+                        message: f.message,
                     });
                 }
                 Err(e) => {
-                    log::warn(&format!(
-                        "cannot start worker {slot} ({:?}): {e}",
-                        self.launcher.program.name
-                    ));
-                    let status = spawn::exec_failure(&e);
-                    follow.push(Event::SpawnFailed { slot, status });
+                    let f = self.launcher.program.failure(&e);
+                    // A shortage is reported once until a worker starts
+                    // again; the core's restart backoff paces the retries.
+                    if !f.shortage || self.shortages == 0 {
+                        log::warn(&format!(
+                            "worker {slot}: {}{}",
+                            f.message,
+                            if f.shortage {
+                                "; retrying with the restart backoff (reported once until a worker starts)"
+                            } else {
+                                ""
+                            }
+                        ));
+                    }
+                    if f.shortage {
+                        self.shortages += 1;
+                    }
+                    follow.push(Event::SpawnFailed {
+                        slot,
+                        status: crate::core::Status::Code(f.code),
+                    });
                 }
             },
             Action::Stop { pid, signal } => {
@@ -406,15 +443,22 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         }
     }
     sys::cloexec_inherited_fds();
-    let program = Program::resolve(&config.command).map_err(|e| StartError {
-        code: spawn::exec_failure(&e).code(),
-        message: format!("cannot run {:?}: {e}", config.command[0]),
+    let program = Program::resolve(&config.command).map_err(|e| {
+        let f = spawn::resolve_failure(&config.command[0], &e);
+        StartError {
+            code: f.code,
+            message: f.message,
+        }
     })?;
     let user = match &config.user {
         None => None,
         Some(spec) => Some(crate::user::lookup(spec).map_err(|why| StartError {
             code: 2,
-            message: format!("--user: {why}"),
+            message: if config.user_from_env {
+                format!("PMINIT_USER (for --user): {why}")
+            } else {
+                format!("--user: {why}")
+            },
         })?),
     };
     let addrs = addresses(&config, &program)?;
@@ -463,6 +507,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         wait_ready: config.wait_ready,
         send_shutdown: config.send_shutdown,
         started: false,
+        shortages: 0,
         stray_sweep: None,
         kill_pending: None,
     };
