@@ -608,9 +608,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             if due <= now {
                 memory_check = Some(now + MEMORY_CHECK);
                 let workers = sup.serving();
-                for (pid, rss) in sys::group_rss(&workers) {
-                    if rss > limit {
-                        queue.push_back(Event::OverMemory { pid, rss });
+                // PSS: pages a worker shares with its forked children count once.
+                for (pid, used) in sys::group_memory(&workers) {
+                    if used > limit {
+                        queue.push_back(Event::OverMemory { pid, rss: used });
                     }
                 }
             }
