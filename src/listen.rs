@@ -262,7 +262,9 @@ fn bind_tcp(addr: &Addr, probe_first: bool) -> nix::Result<(OwnedFd, SocketAddr)
 /// A bind error as the user should read it.
 fn bind_error(e: nix::errno::Errno) -> String {
     match e {
-        nix::errno::Errno::EADDRINUSE => "the address is already in use by another process or socket (pminit shares a port only among its own workers)".to_string(),
+        e @ nix::errno::Errno::EADDRINUSE => format!(
+            "{e}: another process or socket already listens there (pminit shares a port only among its own workers)"
+        ),
         e => e.to_string(),
     }
 }

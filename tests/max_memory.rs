@@ -53,7 +53,18 @@ fn shared_cow_pages_count_once_and_a_real_excess_is_replaced() {
     run.expect_out("big ready");
     // The check that finds worker 1 over the limit looks at worker 0 first
     // (slot order) in the same pass, when it is already fully set up.
-    let over = run.expect_err("over --max-memory");
+    // (Counted over every line seen: stdout and stderr are read by two
+    // threads, so this line may arrive before "big ready".)
+    run.expect_count(
+        "replacing a worker over --max-memory",
+        1,
+        |l| matches!(l, Line::Err(s) if s.contains("over --max-memory")),
+    );
+    let over = run
+        .stderr_lines()
+        .into_iter()
+        .find(|l| l.contains("over --max-memory"))
+        .expect("counted above");
     assert!(
         over.contains("worker 1 "),
         "worker 0 shares its pages, it is not over: {over}\n{}",
