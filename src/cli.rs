@@ -106,6 +106,8 @@ pub struct Config {
     pub max_memory: Option<u64>,
     pub command: Vec<String>,
     pub user: Option<user::Spec>,
+    /// --user came from PMINIT_USER: messages name the variable.
+    pub user_from_env: bool,
     pub log_format: Format,
     pub verbose: bool,
 }
@@ -306,11 +308,12 @@ fn parse_with_cpus(
             _ => return Err(bad(&src, &v, "text or json")),
         },
     };
-    let user = match pick(a.user, "--user", "PMINIT_USER", getenv) {
-        None => None,
-        Some((v, src)) => {
-            Some(user::parse_spec(&v).map_err(|why| CliError(format!("{}: {why}", src.name())))?)
-        }
+    let (user, user_from_env) = match pick(a.user, "--user", "PMINIT_USER", getenv) {
+        None => (None, false),
+        Some((v, src)) => (
+            Some(user::parse_spec(&v).map_err(|why| CliError(format!("{}: {why}", src.name())))?),
+            src.from_env,
+        ),
     };
     let verbose = bool_opt(a.verbose, "--verbose", "PMINIT_VERBOSE", getenv)?;
     let preload = !bool_opt(a.no_preload, "--no-preload", "PMINIT_NO_PRELOAD", getenv)?;
@@ -376,6 +379,14 @@ fn parse_with_cpus(
         })?;
         listen_addrs.push(addr);
     }
+    listen::check_overlaps(&listen_addrs).map_err(|why| {
+        let name = if from_env {
+            "PMINIT_LISTEN"
+        } else {
+            "--listen"
+        };
+        CliError(format!("{name}: {why}"))
+    })?;
     if a.command.is_empty() {
         return Err(CliError(format!("no command given; {USAGE}")));
     }
@@ -399,6 +410,7 @@ fn parse_with_cpus(
         },
         command: a.command,
         user,
+        user_from_env,
         log_format,
         verbose,
     }))
@@ -674,6 +686,16 @@ mod tests {
             ),
             ("-l abc -- x", &[], &["--listen", "\"abc\"", "HOST:PORT"]),
             ("-l example.com:80 -- x", &[], &["--listen", "host names"]),
+            (
+                "-l 3000 -l 127.0.0.1:3000 -- x",
+                &[],
+                &["--listen", "3000 and 127.0.0.1:3000", "overlap"],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_LISTEN", "8080,8080")],
+                &["PMINIT_LISTEN", "8080 and 8080"],
+            ),
             (
                 "--socket-layout both -- x",
                 &[],

@@ -10,7 +10,7 @@
 //! dies takes the whole container with it, so every error past that point is
 //! logged and survived.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::io;
 use std::os::fd::AsFd;
@@ -52,9 +52,21 @@ fn addresses(config: &Config, program: &Program) -> Result<Vec<Addr>, StartError
     if !config.listen.is_empty() || !program.is_node {
         return Ok(config.listen.clone());
     }
-    let Some(port) = std::env::var("PORT").ok().filter(|p| !p.is_empty()) else {
-        return Ok(Vec::new());
+    let port = match std::env::var("PORT") {
+        Ok(p) => p,
+        Err(std::env::VarError::NotPresent) => String::new(),
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            return Err(StartError {
+                code: 2,
+                message: format!(
+                    "PORT: invalid value {raw:?}: not valid UTF-8; expected a port 1-65535 (pminit binds $PORT for a Node command when --listen is not given)"
+                ),
+            })
+        }
     };
+    if port.is_empty() {
+        return Ok(Vec::new());
+    }
     match port.trim().parse::<u16>() {
         Ok(p) if p > 0 => Ok(vec![Addr::AnyPort(p)]),
         _ => Err(StartError {
@@ -68,6 +80,58 @@ fn addresses(config: &Config, program: &Program) -> Result<Vec<Addr>, StartError
 
 /// How often --max-memory looks at the workers' memory (only when set).
 const MEMORY_CHECK: Duration = Duration::from_secs(1);
+
+/// While stopping, how often pminit looks again for orphans reparented to it
+/// since the stop sweep (a grandchild's parent can exit without pminit
+/// hearing of it), and the least time between two looks when reaps prompt
+/// one. Only between the stop signal and the grace's end: an idle pminit
+/// has no timer.
+const STRAY_RESWEEP: Duration = Duration::from_millis(100);
+const STRAY_RESWEEP_MIN: Duration = Duration::from_millis(10);
+
+/// The stop signal's sweep over the strays, kept up until the grace ends:
+/// an orphan reparented later gets the stop signal too, once.
+struct StraySweep {
+    signal: i32,
+    workers: Vec<i32>,
+    asked: HashSet<i32>,
+    last: Instant,
+    next: Instant,
+}
+
+impl StraySweep {
+    fn new(signal: i32, workers: Vec<i32>) -> StraySweep {
+        let now = Instant::now();
+        StraySweep {
+            signal,
+            workers,
+            asked: HashSet::new(),
+            last: now,
+            next: now,
+        }
+    }
+
+    /// One look at pminit's children: the stop signal to each new stray.
+    fn sweep(&mut self, me: i32) {
+        let now = Instant::now();
+        self.last = now;
+        self.next = now + STRAY_RESWEEP;
+        // No child at all (the common end of a run): no /proc scan.
+        if !sys::has_children() {
+            return;
+        }
+        for pid in strays(me, &self.workers) {
+            if self.asked.insert(pid) {
+                let _ = sys::kill(pid, self.signal);
+            }
+        }
+    }
+
+    /// Something was reaped: its children, if any, are ours now; look soon.
+    fn reaped(&mut self) {
+        self.next = self.next.min(self.last + STRAY_RESWEEP_MIN);
+    }
+}
 
 /// The I/O side: carries out the core's actions and turns what the kernel
 /// reports into events.
@@ -85,6 +149,14 @@ struct Shell {
     send_shutdown: bool,
     /// A worker has run: from now on pminit never bails.
     started: bool,
+    /// Spawns that failed for want of a resource since the last success.
+    shortages: u64,
+    /// Between the stop signal and the grace's end: the strays' sweep.
+    stray_sweep: Option<StraySweep>,
+    /// A SIGKILL sweep asked for while handling this turn's events: done
+    /// once when they are all handled (each reaped orphan asks for one; a
+    /// /proc scan per orphan made 1000 orphans take seconds).
+    kill_pending: Option<Vec<i32>>,
 }
 
 impl Shell {
@@ -98,6 +170,13 @@ impl Shell {
             Action::Spawn { slot } => match self.launcher.start(slot) {
                 Ok(w) => {
                     self.started = true;
+                    if self.shortages > 0 {
+                        log::warn(&format!(
+                            "workers start again, after {} attempt(s) that ran short of resources",
+                            self.shortages
+                        ));
+                        self.shortages = 0;
+                    }
                     if let Some(c) = w.channel {
                         self.channels.insert(w.pid, c);
                     }
@@ -108,18 +187,34 @@ impl Shell {
                     });
                 }
                 Err(e) if !self.started => {
+                    let f = self.launcher.program.failure(&e);
                     return Err(StartError {
-                        code: spawn::exec_failure(&e).code(),
-                        message: format!("cannot run {:?}: {e}", self.launcher.program.name),
+                        code: f.code,
+                        message: f.message,
                     });
                 }
                 Err(e) => {
-                    log::warn(&format!(
-                        "cannot start worker {slot} ({:?}): {e}",
-                        self.launcher.program.name
-                    ));
-                    let status = spawn::exec_failure(&e);
-                    follow.push(Event::SpawnFailed { slot, status });
+                    let f = self.launcher.program.failure(&e);
+                    // A shortage is reported once until a worker starts
+                    // again; the core's restart backoff paces the retries.
+                    if !f.shortage || self.shortages == 0 {
+                        log::warn(&format!(
+                            "worker {slot}: {}{}",
+                            f.message,
+                            if f.shortage {
+                                "; retrying with the restart backoff (reported once until a worker starts)"
+                            } else {
+                                ""
+                            }
+                        ));
+                    }
+                    if f.shortage {
+                        self.shortages += 1;
+                    }
+                    follow.push(Event::SpawnFailed {
+                        slot,
+                        status: crate::core::Status::Code(f.code),
+                    });
                 }
             },
             Action::Stop { pid, signal } => {
@@ -135,14 +230,16 @@ impl Shell {
                 self.signal_group(pid, signal);
             }
             Action::SignalGroup { pgid, signal } => self.signal_group(pgid, signal),
-            // No child at all (the common end of a run): no /proc scan.
-            Action::SignalStrays { .. } if !sys::has_children() => {}
             Action::SignalStrays { signal, workers } => {
-                for pid in strays(self.me, &workers) {
-                    let _ = sys::kill(pid, signal);
-                }
+                let mut sweep = StraySweep::new(signal, workers);
+                sweep.sweep(self.me);
+                self.stray_sweep = Some(sweep);
             }
-            Action::KillAll { workers } => kill_all(self.pid1, self.me, &workers),
+            Action::KillAll { workers } => {
+                // From now on strays get SIGKILL, not the stop signal.
+                self.stray_sweep = None;
+                self.kill_pending = Some(workers);
+            }
             Action::Steer { slots } => {
                 if let Err(e) = self.launcher.sockets.steer(&slots) {
                     log::warn(&format!(
@@ -375,19 +472,31 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         }
     }
     sys::cloexec_inherited_fds();
-    let program = Program::resolve(&config.command).map_err(|e| StartError {
-        code: spawn::exec_failure(&e).code(),
-        message: format!("cannot run {:?}: {e}", config.command[0]),
+    let program = Program::resolve(&config.command).map_err(|e| {
+        let f = spawn::resolve_failure(&config.command[0], &e);
+        StartError {
+            code: f.code,
+            message: f.message,
+        }
     })?;
     let user = match &config.user {
         None => None,
         Some(spec) => Some(crate::user::lookup(spec).map_err(|why| StartError {
             code: 2,
-            message: format!("--user: {why}"),
+            message: if config.user_from_env {
+                format!("PMINIT_USER (for --user): {why}")
+            } else {
+                format!("--user: {why}")
+            },
         })?),
     };
     let addrs = addresses(&config, &program)?;
-    let sockets = Sockets::bind(&addrs, config.layout, config.settings.instances)
+    let source = if config.listen.is_empty() {
+        "$PORT"
+    } else {
+        "--listen"
+    };
+    let sockets = Sockets::bind(&addrs, config.layout, config.settings.instances, source)
         .map_err(|message| StartError { code: 1, message })?;
     // Not fatal either: without it, sd_notify is not available.
     let notify = NotifySocket::bind()
@@ -427,6 +536,9 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         wait_ready: config.wait_ready,
         send_shutdown: config.send_shutdown,
         started: false,
+        shortages: 0,
+        stray_sweep: None,
+        kill_pending: None,
     };
     let max_memory = config.max_memory;
     let mut memory_check = max_memory.map(|_| Instant::now() + MEMORY_CHECK);
@@ -451,13 +563,25 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             }
         }
 
+        // Once per turn, however many events asked for it.
+        if let Some(workers) = shell.kill_pending.take() {
+            kill_all(shell.pid1, shell.me, &workers);
+        }
+        if let Some(sweep) = shell.stray_sweep.as_mut() {
+            if sweep.next <= Instant::now() {
+                sweep.sweep(shell.me);
+            }
+        }
+
         let deadline = sup.next_deadline();
         let control_deadline = shell.control.as_ref().and_then(|c| c.next_deadline());
+        let resweep = shell.stray_sweep.as_ref().map(|s| s.next);
         let wake = [
             deadline,
             memory_check,
             control_deadline,
             log::next_deadline(),
+            resweep,
         ]
         .into_iter()
         .flatten()
@@ -499,7 +623,12 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         shell.control_requests(&readable[2..first_channel], &sup, &mut queue);
         loop {
             match sys::reap_one() {
-                sys::Reaped::Child(pid, status) => queue.push_back(Event::Exited { pid, status }),
+                sys::Reaped::Child(pid, status) => {
+                    if let Some(sweep) = shell.stray_sweep.as_mut() {
+                        sweep.reaped();
+                    }
+                    queue.push_back(Event::Exited { pid, status })
+                }
                 sys::Reaped::Running => break,
                 sys::Reaped::Empty => {
                     queue.push_back(Event::TreeEmpty);
@@ -516,9 +645,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             if due <= now {
                 memory_check = Some(now + MEMORY_CHECK);
                 let workers = sup.serving();
-                for (pid, rss) in sys::group_rss(&workers) {
-                    if rss > limit {
-                        queue.push_back(Event::OverMemory { pid, rss });
+                // PSS: pages a worker shares with its forked children count once.
+                for (pid, used) in sys::group_memory(&workers) {
+                    if used > limit {
+                        queue.push_back(Event::OverMemory { pid, rss: used });
                     }
                 }
             }
@@ -544,6 +674,10 @@ fn kill_all(pid1: bool, me: i32, workers: &[i32]) {
     }
     for &pgid in workers {
         let _ = sys::signal_group(pgid, libc::SIGKILL);
+    }
+    // No child at all (the common end of a run): no /proc scan.
+    if !sys::has_children() {
+        return;
     }
     for pid in sys::children_of(me) {
         let _ = sys::kill(pid, libc::SIGKILL);

@@ -101,6 +101,65 @@ pub fn parse_addr(s: &str) -> Result<Addr, String> {
     Ok(Addr::Tcp(SocketAddr::new(ip, p)))
 }
 
+/// Whether two `--listen` addresses would take the same port (or path):
+/// the same address; a wildcard and any address of its family; `[::]` (and
+/// a plain PORT, which binds it) dual-stack, so also every IPv4 address.
+fn overlap(a: &Addr, b: &Addr) -> bool {
+    // (port, ip) where None is a dual-stack wildcard.
+    fn tcp(a: &Addr) -> Option<(u16, Option<IpAddr>)> {
+        match a {
+            Addr::AnyPort(p) => Some((*p, None)),
+            Addr::Tcp(sa) if sa.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) => {
+                Some((sa.port(), None))
+            }
+            // A v4-mapped v6 address is that v4 address.
+            Addr::Tcp(SocketAddr::V6(v6)) => Some((
+                v6.port(),
+                Some(
+                    v6.ip()
+                        .to_ipv4_mapped()
+                        .map_or(IpAddr::V6(*v6.ip()), IpAddr::V4),
+                ),
+            )),
+            Addr::Tcp(sa) => Some((sa.port(), Some(sa.ip()))),
+            Addr::Unix(_) => None,
+        }
+    }
+    match (a, b) {
+        (Addr::Unix(x), Addr::Unix(y)) => x == y,
+        _ => match (tcp(a), tcp(b)) {
+            (Some((pa, ia)), Some((pb, ib))) if pa == pb => match (ia, ib) {
+                (None, _) | (_, None) => true,
+                (Some(x), Some(y)) => {
+                    x == y
+                        || (x.is_unspecified() && x.is_ipv4() == y.is_ipv4())
+                        || (y.is_unspecified() && x.is_ipv4() == y.is_ipv4())
+                }
+            },
+            _ => false,
+        },
+    }
+}
+
+/// Refuses two `--listen` addresses that would take the same port: pminit
+/// would bind both (SO_REUSEPORT), and the kernel would split connections
+/// between them at random. The error names both.
+pub fn check_overlaps(addrs: &[Addr]) -> Result<(), String> {
+    for (i, a) in addrs.iter().enumerate() {
+        if let Some(b) = addrs[i + 1..].iter().find(|b| overlap(a, b)) {
+            return Err(format!(
+                "{a} and {b} overlap (both would take {}); give each address once",
+                match a {
+                    Addr::Unix(p) => format!("{}", p.display()),
+                    Addr::AnyPort(p) => format!("port {p}"),
+                    Addr::Tcp(sa) => format!("port {}", sa.port()),
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
     Shared,
@@ -151,22 +210,62 @@ fn tcp_socket(sa: SocketAddr, dual_stack: bool) -> nix::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Whether another socket already holds `sa`: a bind without SO_REUSEPORT
+/// (SO_REUSEADDR only, so connections in TIME_WAIT do not count) fails with
+/// EADDRINUSE when any listener is bound there, SO_REUSEPORT or not. Our
+/// own SO_REUSEPORT bind would join such a listener's group silently and
+/// split its connections with it. The probe socket is closed at once.
+fn probe(sa: SocketAddr, dual_stack: bool) -> nix::Result<()> {
+    let family = match sa {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    match sa {
+        SocketAddr::V4(v4) => bind(fd.as_raw_fd(), &SockaddrIn::from(v4)),
+        SocketAddr::V6(v6) => {
+            if dual_stack {
+                setsockopt(&fd, sockopt::Ipv6V6Only, &false)?;
+            }
+            bind(fd.as_raw_fd(), &SockaddrIn6::from(v6))
+        }
+    }
+}
+
 /// Binds `addr` (TCP); for AnyPort, dual-stack [::] where IPv6 exists.
-fn bind_tcp(addr: &Addr) -> nix::Result<(OwnedFd, SocketAddr)> {
+/// With `probe_first`, fails with EADDRINUSE when someone else holds it.
+fn bind_tcp(addr: &Addr, probe_first: bool) -> nix::Result<(OwnedFd, SocketAddr)> {
+    let bind_one = |sa: SocketAddr, dual_stack: bool| -> nix::Result<OwnedFd> {
+        if probe_first {
+            probe(sa, dual_stack)?;
+        }
+        tcp_socket(sa, dual_stack)
+    };
     match addr {
         Addr::AnyPort(p) => {
             let v6 = SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, *p, 0, 0));
-            match tcp_socket(v6, true) {
+            match bind_one(v6, true) {
                 Ok(fd) => Ok((fd, v6)),
                 Err(nix::errno::Errno::EAFNOSUPPORT) | Err(nix::errno::Errno::EADDRNOTAVAIL) => {
                     let v4 = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, *p));
-                    tcp_socket(v4, false).map(|fd| (fd, v4))
+                    bind_one(v4, false).map(|fd| (fd, v4))
                 }
                 Err(e) => Err(e),
             }
         }
-        Addr::Tcp(sa) => tcp_socket(*sa, false).map(|fd| (fd, *sa)),
+        Addr::Tcp(sa) => bind_one(*sa, false).map(|fd| (fd, *sa)),
         Addr::Unix(_) => Err(nix::errno::Errno::EINVAL),
+    }
+}
+
+/// A bind error as the user should read it.
+fn bind_error(e: nix::errno::Errno) -> String {
+    match e {
+        e @ nix::errno::Errno::EADDRINUSE => format!(
+            "{e}: another process or socket already listens there (pminit shares a port only among its own workers)"
+        ),
+        e => e.to_string(),
     }
 }
 
@@ -192,10 +291,17 @@ fn bind_unix(path: &std::path::Path) -> io::Result<OwnedFd> {
 impl Sockets {
     /// Binds every address before any worker starts: per-worker layout, one
     /// socket per slot. The error names the address.
-    pub fn bind(addrs: &[Addr], layout: Layout, slots: usize) -> Result<Sockets, String> {
+    /// `source` names where the addresses came from (`--listen`, `PORT`).
+    pub fn bind(
+        addrs: &[Addr],
+        layout: Layout,
+        slots: usize,
+        source: &str,
+    ) -> Result<Sockets, String> {
         let mut listeners = Vec::new();
         for addr in addrs {
-            let fail = |e: &dyn fmt::Display| format!("--listen {addr}: cannot bind: {e}");
+            let fail = |e: &dyn fmt::Display| format!("{source} {addr}: cannot bind: {e}");
+            let tcp_fail = |e: nix::errno::Errno| fail(&bind_error(e));
             let mut l = Listener {
                 addr: addr.clone(),
                 shared: None,
@@ -205,13 +311,14 @@ impl Sockets {
             match addr {
                 Addr::Unix(path) => l.shared = Some(bind_unix(path).map_err(|e| fail(&e))?),
                 _ if layout == Layout::Shared => {
-                    let (fd, bound) = bind_tcp(addr).map_err(|e| fail(&e))?;
+                    let (fd, bound) = bind_tcp(addr, true).map_err(tcp_fail)?;
                     l.shared = Some(fd);
                     l.bound = Some(bound);
                 }
                 _ => {
-                    for _ in 0..slots.max(1) {
-                        let (fd, bound) = bind_tcp(addr).map_err(|e| fail(&e))?;
+                    // Probe before the first: the others join our own group.
+                    for slot in 0..slots.max(1) {
+                        let (fd, bound) = bind_tcp(addr, slot == 0).map_err(tcp_fail)?;
                         l.per_slot.push(fd);
                         l.bound = Some(bound);
                     }
@@ -235,7 +342,7 @@ impl Sockets {
                 Some(fd) => fd.as_raw_fd(),
                 None => {
                     while l.per_slot.len() <= slot {
-                        let (fd, _) = bind_tcp(&l.addr)?;
+                        let (fd, _) = bind_tcp(&l.addr, false)?;
                         l.per_slot.push(fd);
                     }
                     l.per_slot[slot].as_raw_fd()
@@ -371,6 +478,37 @@ mod tests {
                 (got, want) => panic!("{input:?}: got {got:?}, want {want:?}"),
             }
         }
+    }
+
+    #[test]
+    fn overlapping_addresses() {
+        let a = |s: &str| parse_addr(s).expect("valid");
+        let table: &[(&str, &str, bool)] = &[
+            ("3000", "3000", true),
+            ("3000", "127.0.0.1:3000", true),
+            ("3000", "[::1]:3000", true),
+            ("0.0.0.0:3000", "127.0.0.1:3000", true),
+            ("[::]:3000", "0.0.0.0:3000", true),
+            ("[::]:3000", "127.0.0.1:3000", true),
+            ("[::]:3000", "[::1]:3000", true),
+            ("127.0.0.1:3000", "127.0.0.1:3000", true),
+            ("[::ffff:127.0.0.1]:3000", "127.0.0.1:3000", true),
+            ("[::ffff:127.0.0.1]:3000", "0.0.0.0:3000", true),
+            ("unix:/run/a.sock", "unix:/run/a.sock", true),
+            ("3000", "3001", false),
+            ("127.0.0.1:3000", "127.0.0.2:3000", false),
+            ("0.0.0.0:3000", "[::1]:3000", false),
+            ("[::1]:3000", "127.0.0.1:3000", false),
+            ("unix:/run/a.sock", "unix:/run/b.sock", false),
+            ("unix:/run/3000", "3000", false),
+        ];
+        for (x, y, want) in table {
+            assert_eq!(overlap(&a(x), &a(y)), *want, "{x} vs {y}");
+            assert_eq!(overlap(&a(y), &a(x)), *want, "{y} vs {x}");
+        }
+        let err = check_overlaps(&[a("8080"), a("9090"), a("127.0.0.1:8080")]).unwrap_err();
+        assert!(err.contains("8080 and 127.0.0.1:8080"), "{err}");
+        assert!(check_overlaps(&[a("8080"), a("9090")]).is_ok());
     }
 
     #[test]

@@ -38,7 +38,23 @@ fn main() -> ExitCode {
     {
         return ExitCode::from(control::client_main(verb, &args[1..]));
     }
-    let config = match cli::parse(&args, &|name| std::env::var(name).ok()) {
+    // A variable pminit reads that is not UTF-8 is an error naming it, not
+    // silently unset.
+    let not_utf8 = std::cell::RefCell::new(None);
+    let getenv = |name: &str| match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            not_utf8.borrow_mut().get_or_insert((name.to_string(), raw));
+            None
+        }
+    };
+    let parsed = cli::parse(&args, &getenv);
+    if let Some((name, raw)) = not_utf8.take() {
+        eprintln!("pminit: {name}: invalid value {raw:?}: not valid UTF-8");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let config = match parsed {
         Ok(cli::Parsed::Run(config)) => config,
         Ok(cli::Parsed::Print(text)) => {
             print!("{text}");

@@ -463,6 +463,83 @@ pub fn exec_failure(err: &io::Error) -> Status {
     }
 }
 
+/// Why a worker could not start, as the user should read it.
+pub struct Failure {
+    /// 127 no such file (or interpreter), 126 cannot be executed, 1 a
+    /// resource shortage (pminit's failure, not the command's).
+    pub code: i32,
+    /// One line, naming the real cause.
+    pub message: String,
+    /// A resource shortage: worth retrying later, not a broken command.
+    pub shortage: bool,
+}
+
+/// What ran out, for EAGAIN, EMFILE, ENFILE, ENOMEM.
+fn shortage(errno: i32) -> Option<&'static str> {
+    Some(match errno {
+        libc::EAGAIN => "out of processes (EAGAIN): the process limit (ulimit -u) or the container's pids limit is reached",
+        libc::EMFILE => "out of file descriptors (EMFILE): pminit's open-file limit (ulimit -n) is reached",
+        libc::ENFILE => "out of file descriptors (ENFILE): the system's open-file table is full",
+        libc::ENOMEM => "out of memory (ENOMEM)",
+        _ => return None,
+    })
+}
+
+/// The interpreter a script's `#!` line names, if that file does not exist.
+fn missing_interpreter(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let interpreter = std::str::from_utf8(line).ok()?.split_whitespace().next()?;
+    (!Path::new(interpreter).exists()).then(|| interpreter.to_string())
+}
+
+/// Explains why `Program::resolve` failed for the command `name`.
+pub fn resolve_failure(name: &str, err: &io::Error) -> Failure {
+    Failure {
+        code: exec_failure(err).code(),
+        message: format!("cannot run {name:?}: {err}"),
+        shortage: false,
+    }
+}
+
+impl Program {
+    /// Explains `err`, from starting this program.
+    pub fn failure(&self, err: &io::Error) -> Failure {
+        let name = &self.name;
+        let errno = err.raw_os_error().unwrap_or(0);
+        if let Some(what) = shortage(errno) {
+            return Failure {
+                code: 1,
+                message: format!("cannot start {name:?}: {what}"),
+                shortage: true,
+            };
+        }
+        let path = Path::new(OsStr::from_bytes(self.path.as_bytes()));
+        let message = if errno == libc::ENOENT && path.is_file() {
+            // execve says ENOENT for a file that exists when what it names
+            // to run it with does not.
+            match missing_interpreter(path) {
+                Some(interpreter) => format!(
+                    "cannot run {name:?}: interpreter {interpreter} (from its #! line) not found"
+                ),
+                None => format!(
+                    "cannot run {name:?}: {err}, though the file exists: the program interpreter it names (its ELF dynamic loader) is missing"
+                ),
+            }
+        } else {
+            format!("cannot run {name:?}: {err}")
+        };
+        Failure {
+            code: exec_failure(err).code(),
+            message,
+            shortage: false,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

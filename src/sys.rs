@@ -290,12 +290,52 @@ pub fn group_usage(leaders: &[i32]) -> Vec<(i32, Usage)> {
     totals
 }
 
-/// Resident memory of each process group led by a pid in `leaders`.
-pub fn group_rss(leaders: &[i32]) -> Vec<(i32, u64)> {
-    group_usage(leaders)
-        .into_iter()
-        .map(|(l, u)| (l, u.rss_bytes))
-        .collect()
+/// Memory of each process group led by a pid in `leaders`, counting pages
+/// shared between processes once: the sum of the members' proportional set
+/// size (PSS, `/proc/PID/smaps_rollup`, Linux >= 4.14), where a page shared
+/// by n processes counts 1/n for each. A worker that forks children sharing
+/// its pages copy-on-write is counted once, not once per child, as an RSS
+/// sum would. A process whose smaps_rollup cannot be read counts its RSS.
+pub fn group_memory(leaders: &[i32]) -> Vec<(i32, u64)> {
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as u64;
+    let mut totals: Vec<(i32, u64)> = leaders.iter().map(|&l| (l, 0)).collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return totals;
+    };
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        let Some(group) = stat_field(pid, 2) else {
+            continue;
+        };
+        let Some(entry) = totals.iter_mut().find(|(l, _)| *l == group) else {
+            continue;
+        };
+        entry.1 += pss_bytes(pid).unwrap_or_else(|| {
+            std::fs::read_to_string(format!("/proc/{pid}/statm"))
+                .ok()
+                .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .unwrap_or(0)
+                * page
+        });
+    }
+    totals
+}
+
+/// The `Pss:` line of /proc/PID/smaps_rollup, in bytes.
+fn pss_bytes(pid: i32) -> Option<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    parse_pss(&text)
+}
+
+fn parse_pss(smaps_rollup: &str) -> Option<u64> {
+    let kb = smaps_rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse::<u64>()
+        .ok()?;
+    Some(kb * 1024)
 }
 
 /// Makes orphans of our descendants our children when we are not PID 1.
@@ -368,4 +408,22 @@ fn stat_fields(pid: i32) -> Option<Vec<String>> {
 pub fn isatty(fd: i32) -> bool {
     // SAFETY: isatty has no memory-safety preconditions.
     unsafe { libc::isatty(fd) == 1 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pss_from_smaps_rollup() {
+        let text = "55d1c0a00000-7ffd3b5f2000 ---p 00000000 00:00 0    [rollup]\n\
+                    Rss:              153600 kB\n\
+                    Pss:               17066 kB\n\
+                    Pss_Anon:          16800 kB\n";
+        assert_eq!(parse_pss(text), Some(17066 * 1024));
+        assert_eq!(parse_pss("Rss: 5 kB\n"), None);
+        // Our own process has one.
+        let me = std::process::id() as i32;
+        assert!(pss_bytes(me).is_some_and(|b| b > 0));
+    }
 }

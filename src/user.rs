@@ -27,6 +27,9 @@ pub struct Identity {
 }
 
 /// Parses `USER[:GROUP]`; Err names what is wrong.
+/// The largest id a process can take: 2^32-2 (2^32-1 is (uid_t)-1).
+pub const MAX_ID: u32 = u32::MAX - 1;
+
 pub fn parse_spec(s: &str) -> Result<Spec, String> {
     let (user, group) = match s.split_once(':') {
         Some((u, g)) => (u, Some(g)),
@@ -37,6 +40,17 @@ pub fn parse_spec(s: &str) -> Result<Spec, String> {
         return Err(format!(
             "invalid value {s:?}: expected USER or USER:GROUP, each a name or a number (node, 1000:1000)"
         ));
+    }
+    // A number must be an id setuid/setgid can take: (uid_t)-1 means "leave
+    // unchanged" to them, and a bigger number does not fit.
+    for part in std::iter::once(user).chain(group) {
+        if part.bytes().all(|b| b.is_ascii_digit())
+            && part.parse::<u32>().map_or(true, |n| n > MAX_ID)
+        {
+            return Err(format!(
+                "invalid value {s:?}: id {part} is out of range: a numeric user or group id is 0-{MAX_ID}"
+            ));
+        }
     }
     Ok(Spec {
         user: user.to_string(),
@@ -219,5 +233,13 @@ audio:x:29:app
             let e = parse_spec(bad).expect_err(bad);
             assert!(e.contains("expected USER or USER:GROUP"), "{bad}: {e}");
         }
+        for bad in ["4294967295", "1000:4294967295", "99999999999"] {
+            let e = parse_spec(bad).expect_err(bad);
+            assert!(
+                e.contains("out of range") && e.contains("0-4294967294"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(parse_spec("4294967294:0").is_ok());
     }
 }

@@ -161,3 +161,77 @@ fn stop_delay_keeps_serving_before_the_stop_signal() {
         assert_eq!(run.wait_code(), 0, "[{mode:?}]\n{}", run.transcript());
     }
 }
+
+#[test]
+fn an_orphan_reparented_after_the_stop_sweep_gets_the_stop_signal_too() {
+    // The orphan reaches pminit only once the worker has died of SIGINT, so
+    // after the stop signal went out. With a 1 h grace, only the stop
+    // signal (not SIGKILL at the grace's end) can make it print.
+    for mode in modes("an_orphan_reparented_after_the_stop_sweep") {
+        let mut run = Run::start(
+            mode,
+            &[
+                "--kill-timeout",
+                "1h",
+                "--",
+                python(),
+                &fixture("late_orphan.py"),
+            ],
+        );
+        run.expect_out("ready");
+        run.signal(libc::SIGTERM);
+        run.expect_out("late orphan got SIGINT");
+        assert_eq!(run.wait_code(), 0, "[{mode:?}]\n{}", run.transcript());
+    }
+}
+
+#[test]
+fn a_thousand_stubborn_orphans_are_gone_within_grace_plus_one_second() {
+    // As subreaper (PID 1 kills with kill(-1) at once): pminit finds and
+    // SIGKILLs the orphans itself, scanning /proc once per wake-up, not once
+    // per reaped orphan.
+    const N: usize = 1000;
+    const GRACE: Duration = Duration::from_secs(1);
+    let mut run = Run::start(
+        Mode::Subreaper,
+        &[
+            "--kill-timeout",
+            "1s",
+            "--",
+            python(),
+            &fixture("stubborn_orphans.py"),
+            &N.to_string(),
+        ],
+    );
+    let line = run.expect_out("orphans:");
+    let orphans: Vec<i32> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|p| p.parse().expect("pid"))
+        .collect();
+    assert_eq!(orphans.len(), N);
+    let sent = Instant::now();
+    run.signal(libc::SIGTERM);
+    // The acceptance deadline: grace + 1 s from the stop.
+    let status = run.wait_within(GRACE + Duration::from_secs(1));
+    let took = sent.elapsed();
+    let expired = run
+        .stderr_lines()
+        .iter()
+        .any(|l| l.contains("SIGKILL") || l.contains("grace"));
+    assert!(
+        status.is_some(),
+        "pminit still running {took:?} after the stop with {N} orphans (grace {GRACE:?}); \
+         grace expiry logged: {expired}"
+    );
+    println!(
+        "{N} orphans: stop -> exit {took:?} (grace {GRACE:?}, so {:?} after the grace)",
+        took.saturating_sub(GRACE)
+    );
+    let left: Vec<i32> = orphans
+        .iter()
+        .copied()
+        .filter(|&p| stat_fields(p).is_some())
+        .collect();
+    assert!(left.is_empty(), "{} orphans outlived pminit", left.len());
+}

@@ -823,3 +823,13 @@ pub fn cpu_ticks(pid: i32) -> Option<u64> {
     let f = stat_fields(pid)?;
     Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
 }
+
+impl Run {
+    /// Waits at most `limit` for pminit to exit: None if it is still running.
+    pub fn wait_within(&mut self, limit: Duration) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.exit.recv_timeout(limit).ok();
+        }
+        self.exited
+    }
+}
