@@ -524,7 +524,17 @@ fn json_log_lines_have_stable_fields_for_each_event() {
         ),
         ("reload_started", &["event", "generation", "level", "ts"]),
         ("worker_draining", &["event", "level", "pid", "slot", "ts"]),
-        ("reload_finished", &["event", "generation", "level", "ts"]),
+        (
+            "reload_finished",
+            &[
+                "event",
+                "generation",
+                "level",
+                "not_running",
+                "replaced",
+                "ts",
+            ],
+        ),
         (
             "stop_requested",
             &["delay_ms", "event", "level", "signal", "ts"],
@@ -550,5 +560,6 @@ fn json_log_lines_have_stable_fields_for_each_event() {
         assert_eq!(got, *fields, "{event}");
     }
     assert_eq!(find("reload_finished")["generation"], 1);
+    assert_eq!(find("reload_finished")["not_running"], 0);
     assert_eq!(find("exit")["code"], 0);
 }

@@ -343,6 +343,11 @@ impl Sim {
                 continue; // the stop of everything
             }
             let Some(old) = before.iter().find(|v| v.pid == Some(*pid)) else {
+                // A worker whose slot stopped waiting for it is stopped as
+                // soon as its spawn is answered.
+                if matches!(event, Event::Spawned { pid: p, .. } if p == pid) {
+                    continue;
+                }
                 return Err(self.fail(format!("stop of pid {pid}, which was no worker")));
             };
             // 2. An old worker stops only once a ready worker of a newer

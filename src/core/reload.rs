@@ -148,6 +148,22 @@ impl Supervisor {
         }
     }
 
+    /// The slot being replaced was removed (scale-down): a rolling reload
+    /// moves on to the next slot; a one-slot replacement (--max-memory) has
+    /// nothing left to do.
+    pub(super) fn slot_left_reload(&mut self, out: &mut Vec<Action>) {
+        match self.reload {
+            Some(r) if r.single => {
+                self.reload = None;
+                if r.again {
+                    self.start_reload(out);
+                }
+            }
+            Some(_) => self.advance(out),
+            None => {}
+        }
+    }
+
     /// A stop was requested during a reload (--stop-delay keeps serving):
     /// the reload ends here, failed, and its new worker is stopped; nothing
     /// new is started once a stop has begun.

@@ -88,7 +88,7 @@ impl Supervisor {
         }
         self.slots[slot].incoming = None;
         if self.reload.is_some_and(|r| r.slot == slot) {
-            self.advance(out);
+            self.slot_left_reload(out);
         }
         true
     }
@@ -202,5 +202,39 @@ mod tests {
                 signal: INT
             }]
         );
+    }
+
+    /// Found by the model: removing the slot of a --max-memory replacement
+    /// turned it into a rolling reload of the other slots.
+    #[test]
+    fn removing_the_slot_of_a_memory_replacement_ends_it_without_touching_the_others() {
+        let mut h = awaiting(four());
+        h.start();
+        for pid in 101..=104 {
+            h.feed(Event::Ready { pid }, 10);
+        }
+        h.feed(
+            Event::OverMemory {
+                pid: 104,
+                rss: 1 << 30,
+            },
+            20,
+        ); // 105 for slot 3
+        let a = h.feed(Event::Scale(ScaleTo::Remove(1)), 30);
+        assert_eq!(
+            effects(&a),
+            vec![
+                Action::Stop {
+                    pid: 104,
+                    signal: INT
+                },
+                Action::Stop {
+                    pid: 105,
+                    signal: INT
+                }
+            ]
+        );
+        assert!(!h.sup.reloading());
+        assert!(!has_note(&a, |n| matches!(n, Note::ReloadFinished { .. })));
     }
 }

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The one command that sets up this machine for every test and runs them:
+#
+#   sudo scripts/test.sh            # or as root: scripts/test.sh
+#   scripts/test.sh --test reload   # extra arguments go to `cargo test`
+#
+# Installs what the tests need (Debian packages, the Node test apps from
+# their lockfile, the Kubernetes schema checker, dumb-init's own test suite
+# from Debian's source package), starts dockerd when none runs (no bridge,
+# no iptables: containers use --network host or none), then `cargo test`.
+# .ci/run calls it with PMINIT_TEST_STRICT=1, which turns every "needs X,
+# skipped" into a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DEBIAN_FRONTEND=noninteractive
+
+echo "== installing test dependencies"
+apt-get update -qq
+# file: the static-binary test; util-linux: unshare and nsenter (PID-1
+# tests); procps: ps; python3: the worker fixtures; docker.io: the
+# end-to-end suite; debootstrap: its builder base image; python3-pytest,
+# -py, -pytest-timeout: dumb-init's own suite.
+apt-get install -y -qq file util-linux procps python3 docker.io debootstrap \
+    python3-pytest python3-py python3-pytest-timeout >/dev/null
+# nodejs/npm are on the machine image (Node 20), from Debian only if missing.
+command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
+# The Kubernetes manifest check (tests/k8s.rs).
+python3 -m pip install -q kubernetes-validate
+
+echo "== dockerd"
+if ! docker info >/dev/null 2>&1; then
+  nohup dockerd --bridge=none --iptables=false >/tmp/pminit-dockerd.log 2>&1 &
+  for _ in $(seq 1 60); do
+    docker info >/dev/null 2>&1 && break
+    sleep 1
+  done
+  docker info >/dev/null 2>&1 || { tail -20 /tmp/pminit-dockerd.log; exit 1; }
+fi
+
+echo "== npm ci (the Node test apps)"
+npm ci --prefix tests/node-app --no-audit --no-fund
+
+echo "== dumb-init's own test suite (Debian source package)"
+scripts/dumb-init-suite.sh fetch
+
+echo "== cargo test"
+cargo test --locked --no-fail-fast "$@"
