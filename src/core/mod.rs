@@ -7,7 +7,8 @@
 //! starting anything. `event_loop.rs` is the only caller that does I/O.
 //!
 //! Where each behaviour lives:
-//! - `mod.rs`: the state (slots, drainers, phase), the events and actions,
+//! - `types.rs`: the settings, events, actions and views (the vocabulary);
+//! - `mod.rs`: the state (slots, drainers, phase),
 //!   `handle` (dispatch), timers (`next_deadline`, `on_tick`), readiness
 //!   reports and signals;
 //! - `restart.rs`: a worker that exits on its own: restart policy, backoff
@@ -18,29 +19,36 @@
 //! - `stop.rs`: stop delay, stop signal, grace, SIGKILL sweep, exit code;
 //! - `scale.rs`: TTIN, TTOU and `pminit scale`;
 //! - `status.rs`: what `pminit status` and `pminit ready` see;
-//! - `notes.rs`: the log lines the core asks for.
+//! - `notes.rs`: the log lines the core asks for;
+//! - tests only: `testkit.rs` (a harness that plays the shell),
+//!   `invariants.rs` (the invariants below as code), `model.rs` (generated
+//!   event sequences, checked after every step).
 //!
-//! Invariants (checked after every step of every generated sequence by
-//! `check_invariants`, see `invariants.rs`):
-//! 1. Surge: at most one incoming worker exists, and only during a reload;
-//!    live workers never exceed N + 1 plus the workers already draining.
-//! 2. A reload never stops an old worker before its replacement is ready:
-//!    every drainer of a reload was replaced by a ready worker of a newer
-//!    generation in its slot (or removed by a scale-down, or stopped with
-//!    everything else).
+//! Invariants. `check_invariants` (invariants.rs) checks those that the
+//! state alone shows; the model (model.rs) checks the others on each step's
+//! actions, and the end-state ones after a final TERM:
+//! 1. Surge: at most one incoming worker, only during a reload; never more
+//!    than N + 1 workers that are not draining.
+//! 2. A reload never stops an old worker before a ready worker of a newer
+//!    generation has its slot (or the slot was removed, or everything
+//!    stops). A new worker takes its slot only after --min-uptime of
+//!    probation once ready, unless nothing older serves there.
 //! 3. After a failed reload every slot that was serving still serves.
-//! 4. Every pid that was spawned is tracked until it is reaped; once the
-//!    stop has begun no worker is spawned.
-//! 5. pminit exits only when no worker and no tracked process remains.
+//! 4. Every spawned pid is tracked once until it is reaped, a worker whose
+//!    slot stopped waiting for it included; once a stop has begun (stop
+//!    delay included) nothing is spawned and nothing waits for a restart.
+//! 5. pminit exits only when no worker and no other process remains, and a
+//!    TERM followed by enough time always ends in an exit.
 //! 6. The exit code follows the README's table: a worker's own code or
-//!    128 + signal, non-zero for a crash loop or a SIGKILLed worker, 0 for a
-//!    clean graceful stop; stray orphans never change it.
-//! 7. `ready` holds only while running, not draining, with every slot served
-//!    by a ready worker once (then at least one).
-//! 8. `next_deadline` is the earliest pending timer: a Tick at that moment
-//!    changes something or nothing is pending (no busy loop, no lost timer).
+//!    128 + signal; non-zero for a crash loop or a worker SIGKILLed at the
+//!    end of the grace; 0 when every worker ended cleanly; stray orphans,
+//!    and drainers that we SIGKILLed earlier, never change it.
+//! 7. `ready` holds only while running, not draining, with every slot
+//!    served by a ready worker once (then at least one).
+//! 8. `next_deadline` is at or before every pending timer, and a Tick at
+//!    that moment does something or leaves no timer due (no busy loop, no
+//!    lost timer).
 
-use serde::Serialize;
 use std::time::{Duration, Instant};
 
 use crate::parse::signal_name;
@@ -52,164 +60,11 @@ mod restart;
 mod scale;
 mod status;
 mod stop;
+mod types;
 
 pub use notes::Note;
 use notes::{millis, split_status};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Restart {
-    Always,
-    OnFailure,
-    Never,
-}
-
-#[derive(Clone, Debug)]
-pub struct Settings {
-    pub instances: usize,
-    pub stop_signal: i32,
-    pub kill_timeout: Duration,
-    pub stop_delay: Duration,
-    pub restart: Restart,
-    pub max_restarts: u32,
-    pub min_uptime: Duration,
-    /// Longest wait for a worker to become ready.
-    pub listen_timeout: Duration,
-    /// stdin is a terminal: worker 0 takes the foreground process group, and
-    /// its death by SIGINT/SIGQUIT (Ctrl-C, Ctrl-\) ends the run.
-    pub interactive: bool,
-}
-
-/// How a process ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Status {
-    Code(i32),
-    Signal(i32),
-}
-
-impl Status {
-    /// The shell convention (and tini's): the code, or 128 + signal.
-    pub fn code(self) -> i32 {
-        match self {
-            Status::Code(c) => c,
-            Status::Signal(s) => 128 + s,
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
-    /// pminit is set up: start the workers.
-    Start,
-    /// The shell started the worker of `slot`; `ready` when nothing more
-    /// is awaited from it (no --wait-ready, no preload to report a listen).
-    Spawned { slot: usize, pid: i32, ready: bool },
-    /// A worker said it is ready (process.send('ready'), READY=1, or the
-    /// preload reporting that it listens).
-    Ready { pid: i32 },
-    /// The shell could not start the worker of `slot` (exec failed).
-    SpawnFailed { slot: usize, status: Status },
-    /// A signal was delivered to pminit.
-    Signal(i32),
-    /// A child was reaped.
-    Exited { pid: i32, status: Status },
-    /// After reaping: pminit has no child left at all.
-    TreeEmpty,
-    /// The deadline from `next_deadline` has passed.
-    Tick,
-    /// The worker's process group uses more memory than --max-memory.
-    OverMemory { pid: i32, rss: u64 },
-    /// `pminit scale`: change the number of workers.
-    Scale(ScaleTo),
-    /// `pminit prestop`: the orchestrator is about to stop us. Keep serving,
-    /// but `ready` fails from now on, so traffic moves elsewhere.
-    Prestop,
-}
-
-/// The most workers `scale` (and `-i`) accept.
-pub const MAX_INSTANCES: usize = 1024;
-
-/// The argument of `pminit scale N|+K|-K`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScaleTo {
-    To(usize),
-    Add(usize),
-    Remove(usize),
-}
-
-impl ScaleTo {
-    /// The number of workers this asks for, starting from `n`.
-    pub fn from(self, n: usize) -> usize {
-        match self {
-            ScaleTo::To(t) => t,
-            ScaleTo::Add(k) => n.saturating_add(k),
-            ScaleTo::Remove(k) => n.saturating_sub(k),
-        }
-        .clamp(1, MAX_INSTANCES)
-    }
-}
-
-/// What a worker is doing, for `pminit status`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WorkerState {
-    /// Started, not ready yet (or the new worker of a reload).
-    Starting,
-    Ready,
-    /// Asked to stop; finishing what it has (replaced, removed, or stopping).
-    Draining,
-    /// Waiting out the restart backoff.
-    Backoff,
-    /// Exited and not restarted.
-    Stopped,
-}
-
-/// One row of `pminit status`, as the core knows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WorkerView {
-    pub slot: usize,
-    pub pid: Option<i32>,
-    pub generation: u64,
-    pub state: WorkerState,
-    pub restarts: u32,
-    pub since: Option<Instant>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Action {
-    Spawn {
-        slot: usize,
-    },
-    /// Ask the worker `pid` to stop: `signal` to its process group (after
-    /// pm2's shutdown message, if configured).
-    Stop {
-        pid: i32,
-        signal: i32,
-    },
-    /// Send `signal` to the process group led by `pgid`.
-    SignalGroup {
-        pgid: i32,
-        signal: i32,
-    },
-    /// Send `signal` to every child of pminit outside the worker groups
-    /// (orphans reparented to pminit).
-    SignalStrays {
-        signal: i32,
-        workers: Vec<i32>,
-    },
-    /// SIGKILL everything pminit is responsible for: every process of the
-    /// namespace when PID 1, else the worker groups and the strays.
-    KillAll {
-        workers: Vec<i32>,
-    },
-    /// The slots whose worker now exists changed: steer new connections to
-    /// these (per-worker socket layout).
-    Steer {
-        slots: Vec<usize>,
-    },
-    Log(Note),
-    Exit(i32),
-}
+pub use types::*;
 
 /// One worker process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
