@@ -208,8 +208,10 @@ fn a_reload_that_fails_exits_1_and_the_old_workers_keep_serving() {
             &[
                 "-i",
                 "2",
+                // Long enough for a loaded machine to start node, short
+                // enough for the silent release to fail the reload soon.
                 "--listen-timeout",
-                "1s",
+                "3s",
                 "--",
                 "node",
                 "versioned.js",

@@ -136,7 +136,7 @@ fn a_broken_release_never_replaces_a_working_one() {
     };
     for (broken, why) in [
         ("crash", "exited with code 1"),
-        ("silent", "not ready within 1000 ms"),
+        ("silent", "not ready within 3000 ms"),
     ] {
         let release =
             std::env::temp_dir().join(format!("pminit-broken-{}-{broken}", std::process::id()));
@@ -144,7 +144,7 @@ fn a_broken_release_never_replaces_a_working_one() {
         let (mut run, port) = start_app(
             &app,
             "versioned.js",
-            &["-i", "3", "--listen-timeout", "1s"],
+            &["-i", "3", "--listen-timeout", "3s"],
             vec![("RELEASE_FILE".into(), release.display().to_string())],
         );
         run.expect_ready(3);
