@@ -601,4 +601,79 @@ mod tests {
         );
         assert!(sup.worker_pids().contains(&102), "tracked until reaped");
     }
+
+    /// From mutation testing: readiness is per pid, and a second report
+    /// changes nothing.
+    #[test]
+    fn ready_marks_only_the_worker_that_said_so_and_only_once() {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        let a = h.feed(Event::Ready { pid: 102 }, 10);
+        assert_eq!(
+            notes(&a),
+            vec![Note::WorkerReady {
+                slot: 1,
+                pid: 102,
+                generation: 0
+            }]
+        );
+        assert!(h.feed(Event::Ready { pid: 102 }, 20).is_empty());
+        assert_eq!(
+            h.sup.readiness(),
+            Err("starting: 1 of 2 workers ready".into())
+        );
+        // During a reload: the new worker's report promotes only it.
+        h.feed(Event::Ready { pid: 101 }, 30);
+        h.feed(Event::Signal(libc::SIGHUP), 40); // 103 for slot 0
+        let a = h.feed(Event::Ready { pid: 101 }, 50);
+        assert!(a.is_empty(), "the old worker's report is no new worker's");
+        assert!(h.sup.reloading());
+    }
+
+    /// From mutation testing: a timer of one kind does not fire the others
+    /// early.
+    #[test]
+    fn a_tick_for_one_timer_leaves_the_others_alone() {
+        // A backoff tick at 110 ms before slot 1's listen-timeout (3 s).
+        let mut h = awaiting(Settings {
+            instances: 2,
+            ..settings()
+        });
+        h.start();
+        h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(1),
+            },
+            10,
+        );
+        let a = h.feed(Event::Tick, 110);
+        assert_eq!(effects(&a), vec![Action::Spawn { slot: 0 }]);
+        assert!(
+            !has_note(&a, |n| matches!(n, Note::WorkerNotReady { .. })),
+            "slot 1 still has until 3 s to say it is ready"
+        );
+        // A drainer's kill during --stop-delay does not end the delay.
+        let mut h = Harness::new(Settings {
+            instances: 2,
+            stop_delay: Duration::from_secs(5),
+            kill_timeout: Duration::from_millis(500),
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Signal(libc::SIGTTOU), 10); // 102 drains, SIGKILL at 510
+        h.feed(Event::Signal(TERM), 20); // serving until 5020
+        let a = h.feed(Event::Tick, 510);
+        assert_eq!(
+            effects(&a),
+            vec![Action::SignalGroup {
+                pgid: 102,
+                signal: KILL
+            }]
+        );
+        assert_eq!(h.sup.phase_name(), "draining");
+    }
 }
