@@ -636,11 +636,26 @@ fn read_response(s: &mut std::net::TcpStream) -> Result<(String, bool), String> 
 
 impl Load {
     pub fn start(port: u16, clients: usize, keep_alive: bool) -> Load {
+        Load::start_path(port, clients, keep_alive, "/")
+    }
+
+    /// As `start`, with GET `path`.
+    pub fn start_path(port: u16, clients: usize, keep_alive: bool, path: &str) -> Load {
         use std::io::Write;
+        let keep_alive_request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").into_bytes();
+        let close_request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .into_bytes();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..clients)
             .map(|_| {
                 let stop = stop.clone();
+                let request = if keep_alive {
+                    keep_alive_request.clone()
+                } else {
+                    close_request.clone()
+                };
                 thread::spawn(move || {
                     let mut report = LoadReport::default();
                     let end = Instant::now() + DEADLINE * 3;
@@ -667,12 +682,7 @@ impl Load {
                         };
                         let mut s = s;
                         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                        let req: &[u8] = if keep_alive {
-                            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-                        } else {
-                            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                        };
-                        if let Err(e) = s.write_all(req) {
+                        if let Err(e) = s.write_all(&request) {
                             report.failures.push(format!("write: {e}"));
                             continue;
                         }
@@ -832,4 +842,70 @@ impl Run {
         }
         self.exited
     }
+}
+
+/// The Node majors the Node suites run on (CI installs each from npm, the
+/// `node` package, into target/node-MAJOR: see scripts/test.sh).
+pub const NODE_MAJORS: [u32; 2] = [22, 24];
+
+/// One installed Node: its major and the directory of its `node` binary.
+#[derive(Clone, Debug)]
+pub struct NodeVersion {
+    pub major: u32,
+    pub bin_dir: PathBuf,
+}
+
+impl NodeVersion {
+    /// `PATH` with this Node's directory first, for pminit's command.
+    pub fn path_env(&self) -> (String, String) {
+        let rest = std::env::var("PATH").unwrap_or_default();
+        ("PATH".into(), format!("{}:{rest}", self.bin_dir.display()))
+    }
+
+    /// The `node` binary itself.
+    pub fn node(&self) -> PathBuf {
+        self.bin_dir.join("node")
+    }
+}
+
+/// The supported Node versions installed here, each checked to report its
+/// major. A missing one is a loud skip (a failure under
+/// PMINIT_TEST_STRICT).
+pub fn node_versions(test: &str) -> Vec<NodeVersion> {
+    static FOUND: OnceLock<Vec<(u32, Option<PathBuf>)>> = OnceLock::new();
+    let found = FOUND.get_or_init(|| {
+        NODE_MAJORS
+            .iter()
+            .map(|&major| {
+                let dir: PathBuf = [
+                    env!("CARGO_MANIFEST_DIR"),
+                    "target",
+                    &format!("node-{major}"),
+                    "node_modules",
+                    "node",
+                    "bin",
+                ]
+                .iter()
+                .collect();
+                let ok = Command::new(dir.join("node"))
+                    .arg("--version")
+                    .output()
+                    .is_ok_and(|o| {
+                        String::from_utf8_lossy(&o.stdout).starts_with(&format!("v{major}."))
+                    });
+                (major, ok.then_some(dir))
+            })
+            .collect()
+    });
+    found
+        .iter()
+        .filter_map(|(major, dir)| {
+            let what = format!("Node {major} in target/node-{major} (scripts/test.sh installs it)");
+            let dir = dir.clone();
+            require(dir.is_some(), test, &what).then(|| NodeVersion {
+                major: *major,
+                bin_dir: dir.unwrap_or_default(),
+            })
+        })
+        .collect()
 }
