@@ -575,6 +575,25 @@ pub fn start_in(mode: Mode, dir: &std::path::Path, port: u16, args: &[&str]) -> 
     )
 }
 
+/// As `start_in`, with `node` first in PATH (pminit's command finds it).
+pub fn start_node(
+    mode: Mode,
+    dir: &std::path::Path,
+    port: u16,
+    node: &NodeVersion,
+    args: &[&str],
+) -> Run {
+    Run::start_with(
+        mode,
+        args,
+        Options {
+            cwd: Some(dir.to_path_buf()),
+            env: vec![("PORT".into(), port.to_string()), node.path_env()],
+            ..Options::default()
+        },
+    )
+}
+
 /// The directory of the Node test apps, with its node_modules installed.
 pub fn node_app(test: &str) -> Option<PathBuf> {
     let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "node-app"]
