@@ -40,6 +40,23 @@ fi
 echo "== npm ci (the Node test apps)"
 npm ci --prefix tests/node-app --no-audit --no-fund
 
+echo "== Node 22 and 24 for the Node suites (npm's node package ships the binary)"
+for major in 22 24; do
+  dir="target/node-$major"
+  if ! "$dir/node_modules/node/bin/node" --version 2>/dev/null | grep -q "^v$major\."; then
+    npm install --prefix "$dir" --no-audit --no-fund --no-save "node@$major"
+  fi
+done
+
+echo "== next build (tests/node-app/next-app, for tests/frameworks.rs)"
+next_app=tests/node-app/next-app
+if [ ! -f "$next_app/.next/BUILD_ID" ] ||
+   [ -n "$(find "$next_app" -path "$next_app/.next" -prune -o -type f -newer "$next_app/.next/BUILD_ID" -print)" ]; then
+  (cd tests/node-app && NEXT_TELEMETRY_DISABLED=1 \
+    PATH="$PWD/../../target/node-22/node_modules/node/bin:$PATH" \
+    node node_modules/next/dist/bin/next build next-app)
+fi
+
 echo "== dumb-init's own test suite (Debian source package)"
 scripts/dumb-init-suite.sh fetch
 

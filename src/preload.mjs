@@ -14,13 +14,17 @@
 //    sockets and the report channel on to the processes it spawns, at the
 //    same fd numbers: Node's spawn hands a child only the stdio it is told
 //    to, so without this `npm start` would start the app without them.
-// 4. drain: when the stop signal (PMINIT_STOP_SIGNAL, SIGINT by default)
-//    arrives and the app has no handler of its own, the servers stop
-//    accepting, requests in flight finish and are answered with
-//    `Connection: close`, idle keep-alive connections are closed by their
-//    keep-alive timeout rather than under a request that may be on its way,
-//    and the process ends as the signal would have ended it.
+// 4. drain: once the stop signal (PMINIT_STOP_SIGNAL, SIGINT by default)
+//    arrives, whoever handles it: every response written from then on
+//    carries `Connection: close`, keep-alive connections that stay quiet
+//    are closed, WebSocket connections get a close frame (1001, going
+//    away) and HTTP/2 sessions a GOAWAY. When the app has no handler of
+//    its own the servers also stop accepting and the process ends as the
+//    signal would have ended it, once the last connection is gone; when it
+//    has one, the app's shutdown runs as written (its server.close()
+//    callback fires once the connections are drained).
 import childProcess from 'node:child_process';
+import diagnostics from 'node:diagnostics_channel';
 import fs from 'node:fs';
 import net from 'node:net';
 
@@ -66,37 +70,217 @@ if (typeof process.send !== 'function' && reportFd !== undefined && !process.cha
   }
 }
 
+// ---- drain ----------------------------------------------------------------
+//
+// Nothing here runs per request while the worker serves: listen() registers
+// the server and a few server-level listeners, and everything per request
+// or per connection happens only once the stop signal has arrived (the
+// Connection: close marking subscribes to Node's request diagnostics
+// channel then). Node's own list of a server's HTTP connections
+// (`closeIdleConnections` uses it) tells which ones are between requests.
+
+// Servers listening on pminit's sockets, and what was upgraded from them.
 const servers = new Set();
+const sessions = new Set(); // HTTP/2 sessions
+const webSockets = new Set(); // sockets handed over by 'upgrade: websocket'
 let draining = false;
 
-function drain() {
+// A keep-alive connection is closed once it has read nothing for a whole
+// sweep period (so a request on its way is answered, with Connection:
+// close, rather than cut off); WebSocket peers get this long to answer a
+// close frame before the socket is cut.
+const SWEEP_MS = 200;
+const CLOSE_GRACE_MS = 2000;
+// An unmasked close frame, status 1001 (going away): servers send no mask.
+const GOING_AWAY = 1001;
+const CLOSE_FRAME = Buffer.from([0x88, 0x02, GOING_AWAY >> 8, GOING_AWAY & 0xff]);
+
+function track(server) {
+  servers.add(server);
+  // First, so that we see the signal even when the app's handler exits.
+  if (servers.size === 1) process.prependListener(stopSignal, onStop);
+  // node:http2 servers emit 'session' per connection; others never do.
+  server.on('session', onSession);
+  // Adding an 'upgrade' listener of our own to a server without one would
+  // make Node accept upgrades nobody handles: hook only when the app has
+  // one, or adds one later.
+  if (server.listenerCount('upgrade') > 0) hookUpgrades(server);
+  else server.on('newListener', onNewListener);
+}
+
+function onNewListener(event) {
+  if (event !== 'upgrade') return;
+  this.removeListener('newListener', onNewListener);
+  hookUpgrades(this);
+}
+
+function hookUpgrades(server) {
+  server.prependListener('upgrade', onUpgrade);
+}
+
+function onUpgrade(req, socket) {
+  if (String(req.headers.upgrade).toLowerCase() !== 'websocket') return;
+  webSockets.add(socket);
+  socket.on('close', forgetWebSocket);
+  // While draining, the sweep closes it once the app has taken it over.
+}
+
+function forgetWebSocket() {
+  webSockets.delete(this);
+}
+
+function onSession(session) {
+  // While draining, the sweep sends it GOAWAY (after its first requests).
+  sessions.add(session);
+  session.on('close', forgetSession);
+}
+
+function forgetSession() {
+  sessions.delete(this);
+}
+
+// Node's ConnectionsList of an HTTP server (all, or only those between
+// requests); undefined when this Node has none.
+function httpConnections(server, which) {
+  const key = Object.getOwnPropertySymbols(server)
+    .find((s) => s.description === 'http.server.connections');
+  const list = key === undefined ? undefined : server[key];
+  if (!list || typeof list[which] !== 'function') return undefined;
+  try {
+    return list[which]();
+  } catch {
+    return undefined;
+  }
+}
+
+// Every response started while draining closes its connection.
+function onRequestWhileDraining({ response, server }) {
+  if (response && servers.has(server)) response.shouldKeepAlive = false;
+}
+
+// bytesRead of each idle socket when a sweep first saw it at that count.
+const lastRead = new WeakMap();
+
+// Closes the keep-alive connections of `server` that are between requests
+// and have read nothing for a whole sweep period. Runs after the poll
+// phase (setImmediate), so bytes already received have been parsed: a
+// request that has arrived makes its connection busy, and it is answered.
+function sweepServer(server) {
+  const now = performance.now();
+  const idle = httpConnections(server, 'idle');
+  if (idle === undefined) {
+    // No list on this Node: Node's own (which does not wait for quiet).
+    const own = Object.getPrototypeOf(server).closeIdleConnections;
+    if (typeof own === 'function') own.call(server);
+    return;
+  }
+  for (const connection of idle) {
+    const socket = connection.socket;
+    if (!socket || socket.destroyed) continue;
+    const res = socket._httpMessage;
+    if (res && !res.finished) continue;
+    const read = socket.bytesRead;
+    const seen = lastRead.get(socket);
+    if (seen === undefined || seen.read !== read) lastRead.set(socket, { read, at: now });
+    else if (now - seen.at >= SWEEP_MS) socket.destroy();
+  }
+}
+
+function webSocketOf(socket) {
+  // The `ws` library (also under socket.io) keeps its WebSocket on the
+  // socket under Symbol('websocket'); its close() runs the closing
+  // handshake properly.
+  for (const key of Object.getOwnPropertySymbols(socket)) {
+    if (key.description !== 'websocket') continue;
+    const ws = socket[key];
+    if (ws && typeof ws.close === 'function') return ws;
+  }
+  return undefined;
+}
+
+const closing = new WeakSet();
+
+function closeWebSocket(socket) {
+  if (closing.has(socket) || socket.destroyed) return;
+  closing.add(socket);
+  const ws = webSocketOf(socket);
+  try {
+    if (ws) ws.close(GOING_AWAY, 'server going away');
+    else if (socket.writable) socket.end(CLOSE_FRAME);
+  } catch {
+    socket.destroy();
+  }
+  setTimeout(() => socket.destroy(), CLOSE_GRACE_MS).unref();
+}
+
+function sweep() {
+  for (const server of servers) {
+    if (typeof Object.getPrototypeOf(server).closeIdleConnections === 'function') {
+      sweepServer(server);
+    }
+  }
+  for (const socket of webSockets) closeWebSocket(socket);
+  // GOAWAY: the streams under way finish, then the session closes.
+  for (const session of sessions) {
+    if (!session.closed && !session.destroyed) session.close();
+  }
+}
+
+// The app's own server.close() calls closeIdleConnections() first, which
+// in Node closes idle connections at once, under a request that may be on
+// its way; while draining it sweeps instead.
+function closeIdlePolitely() {
+  sweepServer(this);
+}
+
+function startDrain() {
   draining = true;
+  diagnostics.subscribe('http.server.request.start', onRequestWhileDraining);
+  for (const server of servers) {
+    if (typeof server.closeIdleConnections !== 'function') continue;
+    server.closeIdleConnections = closeIdlePolitely;
+    // Responses under way whose headers are not out yet close too.
+    for (const connection of httpConnections(server, 'all') ?? []) {
+      const res = connection.socket && connection.socket._httpMessage;
+      if (res && !res.headersSent) res.shouldKeepAlive = false;
+    }
+  }
+  setImmediate(sweep);
+  setInterval(() => setImmediate(sweep), SWEEP_MS).unref();
+}
+
+// End as the signal would have: without our listener, raise it again.
+function endBySignal() {
+  process.removeListener(stopSignal, onStop);
+  process.kill(process.pid, stopSignal);
+}
+
+// Stop accepting; once the last connection of every server has ended, end.
+function closeServers() {
   let open = servers.size;
   const done = () => {
     open -= 1;
-    if (open > 0) return;
-    // End as the signal would have: remove our handler and raise it again.
-    process.removeListener(stopSignal, onStop);
-    process.kill(process.pid, stopSignal);
+    if (open === 0) endBySignal();
   };
   for (const server of servers) {
-    if (typeof server.keepAliveTimeout === 'number') {
-      server.keepAliveTimeout = Math.min(server.keepAliveTimeout || 1000, 1000);
-    }
-    for (const res of server.pminitActive || []) {
-      if (!res.headersSent) res.shouldKeepAlive = false;
-    }
-    // net.Server's close: stop accepting, keep the open connections (http's
-    // close would also close idle ones, racing a request on its way). Its
-    // callback runs once the last connection has ended.
+    // net.Server's close: stop accepting and wait for the connections (the
+    // sweep and Connection: close end the HTTP ones).
     net.Server.prototype.close.call(server, done);
   }
 }
 
 function onStop() {
-  // The app's own handler, if any, decides; we only stand in for none.
-  if (process.listeners(stopSignal).some((l) => l !== onStop)) return;
-  if (!draining) drain();
+  const appHandles = process.listeners(stopSignal).some((l) => l !== onStop);
+  if (!draining) {
+    startDrain();
+    // The app's own handler, if any, closes its servers and ends the
+    // process; we stand in for none.
+    if (!appHandles) closeServers();
+    return;
+  }
+  // The signal again, and nobody else listens: the app re-raised it after
+  // its own shutdown (NestJS does), or someone insists. End now.
+  if (!appHandles) endBySignal();
 }
 
 if (sockets.length > 0) {
@@ -134,20 +318,7 @@ if (sockets.length > 0) {
     if (!socket) return listen.apply(this, args);
     delete env.PMINIT_NODE_LISTEN;
     delete env.PMINIT_REPORT_FD;
-    servers.add(this);
-    if (servers.size === 1) process.on(stopSignal, onStop);
-    // HTTP servers: answer with Connection: close once draining.
-    if (typeof this.closeIdleConnections === 'function') {
-      const active = new Set();
-      this.pminitActive = active;
-      // Before the app's own handler, which may answer at once.
-      this.prependListener('request', (req, res) => {
-        if (draining) res.shouldKeepAlive = false;
-        active.add(res);
-        res.on('finish', () => active.delete(res));
-        res.on('close', () => active.delete(res));
-      });
-    }
+    track(this);
     this.once('listening', () => report({ pminit: 'listening', port: socket.port ?? null }));
     const options = { fd: socket.fd };
     return callback ? listen.call(this, options, callback) : listen.call(this, options);

@@ -37,7 +37,11 @@ fn distinct_pids(port: u16, want: usize) -> BTreeSet<i32> {
 
 /// `-i 4` of tests/node-app/plain.js on 127.0.0.1 in `layout`, once all
 /// four listen: (run, port, their pids).
-fn four_plain_workers(app: &std::path::Path, layout: &str) -> (Run, u16, BTreeSet<i32>) {
+fn four_plain_workers(
+    app: &std::path::Path,
+    node: &NodeVersion,
+    layout: &str,
+) -> (Run, u16, BTreeSet<i32>) {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let args = [
@@ -51,7 +55,7 @@ fn four_plain_workers(app: &std::path::Path, layout: &str) -> (Run, u16, BTreeSe
         "node",
         "plain.js",
     ];
-    let run = start_in(Mode::Subreaper, app, port, &args);
+    let run = start_node(Mode::Subreaper, app, port, node, &args);
     let started = listening(&run, 4);
     (run, port, started)
 }
@@ -61,13 +65,15 @@ fn four_workers_answer_from_four_distinct_pids_through_one_port() {
     let Some(app) = node_app("four_workers_answer") else {
         return;
     };
-    for layout in LAYOUTS {
-        let (mut run, port, started) = four_plain_workers(&app, layout);
-        assert_eq!(started.len(), 4);
-        let answered = distinct_pids(port, 4);
-        assert_eq!(answered, started, "[{layout}] every worker answers");
-        run.signal(libc::SIGTERM);
-        assert_eq!(run.wait_code(), 0, "[{layout}]\n{}", run.transcript());
+    for node in node_versions("four_workers_answer") {
+        for layout in LAYOUTS {
+            let (mut run, port, started) = four_plain_workers(&app, &node, layout);
+            assert_eq!(started.len(), 4);
+            let answered = distinct_pids(port, 4);
+            assert_eq!(answered, started, "[{layout}] every worker answers");
+            run.signal(libc::SIGTERM);
+            assert_eq!(run.wait_code(), 0, "[{layout}]\n{}", run.transcript());
+        }
     }
 }
 
@@ -78,13 +84,16 @@ fn the_entrypoint_line_works_unchanged_with_port_from_the_environment() {
     let example: std::path::PathBuf = [env!("CARGO_MANIFEST_DIR"), "examples", "node"]
         .iter()
         .collect();
-    for mode in modes("the_entrypoint_line_works") {
-        let port = free_port();
-        let mut run = start_in(mode, &example, port, &["-i", "4", "--", "node", "index.js"]);
-        let started = listening(&run, 4);
-        assert_eq!(distinct_pids(port, 4).len(), 4, "[{mode:?}] {started:?}");
-        run.signal(libc::SIGTERM);
-        assert_eq!(run.wait_code(), 0, "[{mode:?}]\n{}", run.transcript());
+    for node in node_versions("the_entrypoint_line_works") {
+        for mode in modes("the_entrypoint_line_works") {
+            let port = free_port();
+            let args = ["-i", "4", "--", "node", "index.js"];
+            let mut run = start_node(mode, &example, port, &node, &args);
+            let started = listening(&run, 4);
+            assert_eq!(distinct_pids(port, 4).len(), 4, "[{mode:?}] {started:?}");
+            run.signal(libc::SIGTERM);
+            assert_eq!(run.wait_code(), 0, "[{mode:?}]\n{}", run.transcript());
+        }
     }
 }
 
@@ -93,17 +102,20 @@ fn an_unmodified_express_app_runs_as_a_cluster() {
     let Some(app) = node_app("an_unmodified_express_app") else {
         return;
     };
-    let port = free_port();
-    let mut run = start_in(
-        Mode::Subreaper,
-        &app,
-        port,
-        &["-i", "2", "--", "node", "express.js"],
-    );
-    let started = listening(&run, 2);
-    assert_eq!(distinct_pids(port, 2), started);
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    for node in node_versions("an_unmodified_express_app") {
+        let port = free_port();
+        let mut run = start_node(
+            Mode::Subreaper,
+            &app,
+            port,
+            &node,
+            &["-i", "2", "--", "node", "express.js"],
+        );
+        let started = listening(&run, 2);
+        assert_eq!(distinct_pids(port, 2), started);
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    }
 }
 
 #[test]
@@ -111,18 +123,21 @@ fn npm_start_passes_the_preload_to_the_app_not_just_to_npm() {
     let Some(app) = node_app("npm_start_passes_the_preload") else {
         return;
     };
-    let port = free_port();
-    let mut run = start_in(
-        Mode::Subreaper,
-        &app,
-        port,
-        &["-i", "2", "--kill-timeout", "3s", "--", "npm", "start"],
-    );
-    let started = listening(&run, 2);
-    assert_eq!(distinct_pids(port, 2), started);
-    run.signal(libc::SIGTERM);
-    let code = run.wait_code();
-    assert!(code == 0 || code == 137, "{code}\n{}", run.transcript());
+    for node in node_versions("npm_start_passes_the_preload") {
+        let port = free_port();
+        let mut run = start_node(
+            Mode::Subreaper,
+            &app,
+            port,
+            &node,
+            &["-i", "2", "--kill-timeout", "3s", "--", "npm", "start"],
+        );
+        let started = listening(&run, 2);
+        assert_eq!(distinct_pids(port, 2), started);
+        run.signal(libc::SIGTERM);
+        let code = run.wait_code();
+        assert!(code == 0 || code == 137, "{code}\n{}", run.transcript());
+    }
 }
 
 #[test]
@@ -130,27 +145,30 @@ fn without_the_preload_the_same_app_fails_with_eaddrinuse() {
     let Some(app) = node_app("without_the_preload") else {
         return;
     };
-    let port = free_port();
-    let mut run = start_in(
-        Mode::Subreaper,
-        &app,
-        port,
-        &[
-            "--no-preload",
-            "--restart",
-            "never",
-            "--",
-            "node",
-            "plain.js",
-        ],
-    );
-    assert_eq!(run.wait_code(), 1, "{}", run.transcript());
-    run.drain();
-    assert!(
-        run.transcript().contains("EADDRINUSE"),
-        "{}",
-        run.transcript()
-    );
+    for node in node_versions("without_the_preload") {
+        let port = free_port();
+        let mut run = start_node(
+            Mode::Subreaper,
+            &app,
+            port,
+            &node,
+            &[
+                "--no-preload",
+                "--restart",
+                "never",
+                "--",
+                "node",
+                "plain.js",
+            ],
+        );
+        assert_eq!(run.wait_code(), 1, "{}", run.transcript());
+        run.drain();
+        assert!(
+            run.transcript().contains("EADDRINUSE"),
+            "{}",
+            run.transcript()
+        );
+    }
 }
 
 #[test]
@@ -259,45 +277,47 @@ fn a_worker_sigkilled_under_load_is_replaced_and_no_request_fails() {
     let Some(app) = node_app("a_worker_sigkilled_under_load") else {
         return;
     };
-    for layout in LAYOUTS {
-        let (mut run, port, started) = four_plain_workers(&app, layout);
-        let victim = *started.iter().next().expect("a worker");
-        let mut failures = Vec::new();
-        let mut answered_by = BTreeSet::new();
-        let mut replacement = None;
-        let end = std::time::Instant::now() + DEADLINE;
-        for i in 0..5000 {
-            match http_get(port) {
-                Ok(body) => {
-                    let pid = field(&body, "pid");
-                    answered_by.insert(pid);
-                    if !started.contains(&pid) {
-                        replacement = Some(pid);
+    for node in node_versions("a_worker_sigkilled_under_load") {
+        for layout in LAYOUTS {
+            let (mut run, port, started) = four_plain_workers(&app, &node, layout);
+            let victim = *started.iter().next().expect("a worker");
+            let mut failures = Vec::new();
+            let mut answered_by = BTreeSet::new();
+            let mut replacement = None;
+            let end = std::time::Instant::now() + DEADLINE;
+            for i in 0..5000 {
+                match http_get(port) {
+                    Ok(body) => {
+                        let pid = field(&body, "pid");
+                        answered_by.insert(pid);
+                        if !started.contains(&pid) {
+                            replacement = Some(pid);
+                        }
                     }
+                    Err(e) => failures.push(format!("request {i}: {e}")),
                 }
-                Err(e) => failures.push(format!("request {i}: {e}")),
+                if i == 200 {
+                    // SAFETY: kill has no memory-safety preconditions.
+                    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+                    wait_dead(victim);
+                }
+                if i > 200 && replacement.is_some() && i >= 1000 {
+                    break;
+                }
+                if std::time::Instant::now() > end {
+                    break;
+                }
             }
-            if i == 200 {
-                // SAFETY: kill has no memory-safety preconditions.
-                assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
-                wait_dead(victim);
-            }
-            if i > 200 && replacement.is_some() && i >= 1000 {
-                break;
-            }
-            if std::time::Instant::now() > end {
-                break;
-            }
+            assert_eq!(failures, Vec::<String>::new(), "[{layout}] failed requests");
+            assert!(
+                replacement.is_some(),
+                "[{layout}] the replacement answered: {answered_by:?}\n{}",
+                run.transcript()
+            );
+            run.expect_err("worker 0 started");
+            run.signal(libc::SIGTERM);
+            assert_eq!(run.wait_code(), 0, "[{layout}]\n{}", run.transcript());
         }
-        assert_eq!(failures, Vec::<String>::new(), "[{layout}] failed requests");
-        assert!(
-            replacement.is_some(),
-            "[{layout}] the replacement answered: {answered_by:?}\n{}",
-            run.transcript()
-        );
-        run.expect_err("worker 0 started");
-        run.signal(libc::SIGTERM);
-        assert_eq!(run.wait_code(), 0, "[{layout}]\n{}", run.transcript());
     }
 }
 

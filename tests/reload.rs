@@ -7,9 +7,11 @@ mod common;
 use common::*;
 use std::path::Path;
 
-/// pminit running `node SCRIPT` from the test apps, with PORT and `env`.
+/// pminit running `node SCRIPT` from the test apps on `node`, with PORT and
+/// `env`.
 fn start_app(
     app: &Path,
+    node: &NodeVersion,
     script: &str,
     extra: &[&str],
     mut env: Vec<(String, String)>,
@@ -18,6 +20,7 @@ fn start_app(
     let mut args: Vec<&str> = extra.to_vec();
     args.extend_from_slice(&["--", "node", script]);
     env.push(("PORT".into(), port.to_string()));
+    env.push(node.path_env());
     let options = Options {
         cwd: Some(app.to_path_buf()),
         env,
@@ -43,38 +46,40 @@ fn reload(run: &Run, generation: u64) {
 /// 4 workers, 5 reloads back to back, under closed-loop load: no failure.
 fn five_reloads_under_load(script: &str, keep_alive: bool, test: &str) {
     let Some(app) = node_app(test) else { return };
-    let (mut run, port) = start_app(&app, script, &["-i", "4"], vec![]);
-    run.expect_ready(4);
-    let load = Load::start(port, 4, keep_alive);
-    for generation in 1..=5 {
-        reload(&run, generation);
+    for node in node_versions(test) {
+        let (mut run, port) = start_app(&app, &node, script, &["-i", "4"], vec![]);
+        run.expect_ready(4);
+        let load = Load::start(port, 4, keep_alive);
+        for generation in 1..=5 {
+            reload(&run, generation);
+        }
+        let report = load.finish();
+        assert_eq!(
+            report.failures,
+            Vec::<String>::new(),
+            "failed requests ({} ok)",
+            report.ok
+        );
+        assert!(
+            report.ok > 200,
+            "too little load to mean anything: {}",
+            report.ok
+        );
+        // New workers answered (keep-alive clients stick to a worker until it
+        // drains, so not every worker of every generation gets one).
+        assert!(
+            report.pids.len() > 4,
+            "{} distinct workers answered",
+            report.pids.len()
+        );
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+        eprintln!(
+            "{test}: {} requests, 0 failed, {} workers answered",
+            report.ok,
+            report.pids.len()
+        );
     }
-    let report = load.finish();
-    assert_eq!(
-        report.failures,
-        Vec::<String>::new(),
-        "failed requests ({} ok)",
-        report.ok
-    );
-    assert!(
-        report.ok > 200,
-        "too little load to mean anything: {}",
-        report.ok
-    );
-    // New workers answered (keep-alive clients stick to a worker until it
-    // drains, so not every worker of every generation gets one).
-    assert!(
-        report.pids.len() > 4,
-        "{} distinct workers answered",
-        report.pids.len()
-    );
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
-    eprintln!(
-        "{test}: {} requests, 0 failed, {} workers answered",
-        report.ok,
-        report.pids.len()
-    );
 }
 
 #[test]
@@ -98,35 +103,38 @@ fn a_reload_picks_up_new_code_on_disk() {
     let Some(app) = node_app("a_reload_picks_up_new_code") else {
         return;
     };
-    let release = std::env::temp_dir().join(format!("pminit-release-{}", std::process::id()));
-    std::fs::write(&release, "v1").expect("write");
-    let (mut run, port) = start_app(
-        &app,
-        "versioned.js",
-        &["-i", "2"],
-        vec![("RELEASE_FILE".into(), release.display().to_string())],
-    );
-    run.expect_ready(2);
-    assert!(http_get(port).expect("v1").contains("release=v1"));
-    std::fs::write(&release, "v2").expect("write");
-    reload(&run, 1);
-    // An old worker may still take a connection until it handles its stop
-    // signal; once both have exited only the new code answers.
-    run.expect_count(
-        "an old worker's exit",
-        2,
-        |l| matches!(l, Line::Err(s) if s.contains(") exited")),
-    );
-    for _ in 0..20 {
-        let body = http_get(port).expect("request");
-        assert!(
-            body.contains("release=v2"),
-            "old code still answers: {body}"
+    for node in node_versions("a_reload_picks_up_new_code") {
+        let release = std::env::temp_dir().join(format!("pminit-release-{}", std::process::id()));
+        std::fs::write(&release, "v1").expect("write");
+        let (mut run, port) = start_app(
+            &app,
+            &node,
+            "versioned.js",
+            &["-i", "2"],
+            vec![("RELEASE_FILE".into(), release.display().to_string())],
         );
+        run.expect_ready(2);
+        assert!(http_get(port).expect("v1").contains("release=v1"));
+        std::fs::write(&release, "v2").expect("write");
+        reload(&run, 1);
+        // An old worker may still take a connection until it handles its stop
+        // signal; once both have exited only the new code answers.
+        run.expect_count(
+            "an old worker's exit",
+            2,
+            |l| matches!(l, Line::Err(s) if s.contains(") exited")),
+        );
+        for _ in 0..20 {
+            let body = http_get(port).expect("request");
+            assert!(
+                body.contains("release=v2"),
+                "old code still answers: {body}"
+            );
+        }
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0);
+        let _ = std::fs::remove_file(&release);
     }
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0);
-    let _ = std::fs::remove_file(&release);
 }
 
 #[test]
@@ -134,51 +142,54 @@ fn a_broken_release_never_replaces_a_working_one() {
     let Some(app) = node_app("a_broken_release_never_replaces") else {
         return;
     };
-    for (broken, why) in [
-        ("crash", "exited with code 1"),
-        ("silent", "not ready within 3000 ms"),
-    ] {
-        let release =
-            std::env::temp_dir().join(format!("pminit-broken-{}-{broken}", std::process::id()));
-        std::fs::write(&release, "good").expect("write");
-        let (mut run, port) = start_app(
-            &app,
-            "versioned.js",
-            &["-i", "3", "--listen-timeout", "3s"],
-            vec![("RELEASE_FILE".into(), release.display().to_string())],
-        );
-        run.expect_ready(3);
-        let load = Load::start(port, 2, false);
-        std::fs::write(&release, broken).expect("write");
-        run.signal(libc::SIGHUP);
-        let line = run.expect_err("reload to generation 1 failed");
-        assert!(line.contains(why), "[{broken}] {line}");
-        let report = load.finish();
-        assert_eq!(report.failures, Vec::<String>::new(), "[{broken}]");
-        // Still the good release, from the three original workers.
-        for _ in 0..20 {
-            assert!(http_get(port).expect("request").contains("release=good"));
+    for node in node_versions("a_broken_release_never_replaces") {
+        for (broken, why) in [
+            ("crash", "exited with code 1"),
+            ("silent", "not ready within 3000 ms"),
+        ] {
+            let release =
+                std::env::temp_dir().join(format!("pminit-broken-{}-{broken}", std::process::id()));
+            std::fs::write(&release, "good").expect("write");
+            let (mut run, port) = start_app(
+                &app,
+                &node,
+                "versioned.js",
+                &["-i", "3", "--listen-timeout", "3s"],
+                vec![("RELEASE_FILE".into(), release.display().to_string())],
+            );
+            run.expect_ready(3);
+            let load = Load::start(port, 2, false);
+            std::fs::write(&release, broken).expect("write");
+            run.signal(libc::SIGHUP);
+            let line = run.expect_err("reload to generation 1 failed");
+            assert!(line.contains(why), "[{broken}] {line}");
+            let report = load.finish();
+            assert_eq!(report.failures, Vec::<String>::new(), "[{broken}]");
+            // Still the good release, from the three original workers.
+            for _ in 0..20 {
+                assert!(http_get(port).expect("request").contains("release=good"));
+            }
+            assert_eq!(
+                count(&run, "asked to stop"),
+                usize::from(broken == "silent"),
+                "only the silent new worker is stopped"
+            );
+            // Fixed on disk: the next reload goes through.
+            std::fs::write(&release, "fixed").expect("write");
+            reload(&run, 2);
+            // The failed new worker and the three good ones have exited.
+            run.expect_count(
+                "exits",
+                4,
+                |l| matches!(l, Line::Err(s) if s.contains(") exited")),
+            );
+            for _ in 0..20 {
+                assert!(http_get(port).expect("request").contains("release=fixed"));
+            }
+            run.signal(libc::SIGTERM);
+            assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+            let _ = std::fs::remove_file(&release);
         }
-        assert_eq!(
-            count(&run, "asked to stop"),
-            usize::from(broken == "silent"),
-            "only the silent new worker is stopped"
-        );
-        // Fixed on disk: the next reload goes through.
-        std::fs::write(&release, "fixed").expect("write");
-        reload(&run, 2);
-        // The failed new worker and the three good ones have exited.
-        run.expect_count(
-            "exits",
-            4,
-            |l| matches!(l, Line::Err(s) if s.contains(") exited")),
-        );
-        for _ in 0..20 {
-            assert!(http_get(port).expect("request").contains("release=fixed"));
-        }
-        run.signal(libc::SIGTERM);
-        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
-        let _ = std::fs::remove_file(&release);
     }
 }
 
@@ -187,30 +198,33 @@ fn hups_during_a_reload_fold_into_one_more() {
     let Some(app) = node_app("hups_during_a_reload_fold") else {
         return;
     };
-    let (mut run, _port) = start_app(
-        &app,
-        "wait_ready.js",
-        &["-i", "2", "--wait-ready"],
-        vec![("WARM_UP_MS".into(), "300".into())],
-    );
-    run.expect_ready(2);
-    run.signal(libc::SIGHUP);
-    run.expect_err("reload to generation 1 started");
-    run.signal(libc::SIGHUP);
-    run.signal(libc::SIGHUP);
-    run.expect_err("reload to generation 2 finished");
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0);
-    run.drain();
-    assert_eq!(count(&run, "started: "), 0);
-    assert_eq!(count(&run, "reload to generation 1 started"), 1);
-    assert_eq!(count(&run, "reload to generation 2 started"), 1);
-    assert_eq!(
-        count(&run, "reload to generation 3"),
-        0,
-        "{}",
-        run.transcript()
-    );
+    for node in node_versions("hups_during_a_reload_fold") {
+        let (mut run, _port) = start_app(
+            &app,
+            &node,
+            "wait_ready.js",
+            &["-i", "2", "--wait-ready"],
+            vec![("WARM_UP_MS".into(), "300".into())],
+        );
+        run.expect_ready(2);
+        run.signal(libc::SIGHUP);
+        run.expect_err("reload to generation 1 started");
+        run.signal(libc::SIGHUP);
+        run.signal(libc::SIGHUP);
+        run.expect_err("reload to generation 2 finished");
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0);
+        run.drain();
+        assert_eq!(count(&run, "started: "), 0);
+        assert_eq!(count(&run, "reload to generation 1 started"), 1);
+        assert_eq!(count(&run, "reload to generation 2 started"), 1);
+        assert_eq!(
+            count(&run, "reload to generation 3"),
+            0,
+            "{}",
+            run.transcript()
+        );
+    }
 }
 
 #[test]
@@ -218,34 +232,37 @@ fn wait_ready_waits_for_process_send_ready() {
     let Some(app) = node_app("wait_ready_waits_for_process_send_ready") else {
         return;
     };
-    let (mut run, _port) = start_app(
-        &app,
-        "wait_ready.js",
-        &["-v", "--wait-ready"],
-        vec![("READY_ON_USR2".into(), "1".into())],
-    );
-    // The app listens (the preload has reported it to pminit by now)...
-    run.expect_out("listening pid=");
-    // ...and once pminit has handled a later wake-up, in which it read
-    // everything already on the channel, the worker is still not ready.
-    run.signal(libc::SIGUSR1);
-    run.expect_out("got SIGUSR1");
-    run.expect_count(
-        "forwarding SIGUSR1",
-        1,
-        |l| matches!(l, Line::Err(s) if s.contains("forwarded SIGUSR1")),
-    );
-    assert_eq!(
-        count(&run, "is ready"),
-        0,
-        "ready before the app said so:\n{}",
-        run.transcript()
-    );
-    // process.send('ready') makes it ready.
-    run.signal(libc::SIGUSR2);
-    run.expect_ready(1);
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    for node in node_versions("wait_ready_waits_for_process_send_ready") {
+        let (mut run, _port) = start_app(
+            &app,
+            &node,
+            "wait_ready.js",
+            &["-v", "--wait-ready"],
+            vec![("READY_ON_USR2".into(), "1".into())],
+        );
+        // The app listens (the preload has reported it to pminit by now)...
+        run.expect_out("listening pid=");
+        // ...and once pminit has handled a later wake-up, in which it read
+        // everything already on the channel, the worker is still not ready.
+        run.signal(libc::SIGUSR1);
+        run.expect_out("got SIGUSR1");
+        run.expect_count(
+            "forwarding SIGUSR1",
+            1,
+            |l| matches!(l, Line::Err(s) if s.contains("forwarded SIGUSR1")),
+        );
+        assert_eq!(
+            count(&run, "is ready"),
+            0,
+            "ready before the app said so:\n{}",
+            run.transcript()
+        );
+        // process.send('ready') makes it ready.
+        run.signal(libc::SIGUSR2);
+        run.expect_ready(1);
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    }
 }
 
 #[test]
@@ -253,17 +270,19 @@ fn malformed_ipc_lines_are_logged_and_dropped() {
     let Some(app) = node_app("malformed_ipc_lines") else {
         return;
     };
-    let (mut run, port) = start_app(&app, "chatty.js", &["--wait-ready"], vec![]);
-    run.expect_err("is ready");
-    let drops = count(&run, "dropped");
-    assert!(drops >= 3, "{}", run.transcript());
-    assert!(run
-        .transcript()
-        .contains(&format!("a line over {} bytes", 64 * 1024)));
-    // pminit and the worker are fine.
-    assert!(http_get(port).is_ok());
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    for node in node_versions("malformed_ipc_lines") {
+        let (mut run, port) = start_app(&app, &node, "chatty.js", &["--wait-ready"], vec![]);
+        run.expect_err("is ready");
+        let drops = count(&run, "dropped");
+        assert!(drops >= 3, "{}", run.transcript());
+        assert!(run
+            .transcript()
+            .contains(&format!("a line over {} bytes", 64 * 1024)));
+        // pminit and the worker are fine.
+        assert!(http_get(port).is_ok());
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    }
 }
 
 #[test]
@@ -271,11 +290,19 @@ fn send_shutdown_sends_pm2s_message_before_the_stop_signal() {
     let Some(app) = node_app("send_shutdown") else {
         return;
     };
-    let (mut run, _port) = start_app(&app, "shutdown_message.js", &["--send-shutdown"], vec![]);
-    run.expect_err("is ready");
-    run.signal(libc::SIGTERM);
-    run.expect_out("got shutdown");
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    for node in node_versions("send_shutdown") {
+        let (mut run, _port) = start_app(
+            &app,
+            &node,
+            "shutdown_message.js",
+            &["--send-shutdown"],
+            vec![],
+        );
+        run.expect_err("is ready");
+        run.signal(libc::SIGTERM);
+        run.expect_out("got shutdown");
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    }
 }
 
 #[test]
@@ -316,27 +343,30 @@ fn a_worker_over_max_memory_is_replaced_without_failed_requests() {
     let Some(app) = node_app("a_worker_over_max_memory") else {
         return;
     };
-    let once = std::env::temp_dir().join(format!("pminit-hog-{}", std::process::id()));
-    let _ = std::fs::remove_file(&once);
-    let (mut run, port) = start_app(
-        &app,
-        "hog.js",
-        &["-i", "2", "--max-memory", "150M"],
-        vec![("HOG_ONCE_FILE".into(), once.display().to_string())],
-    );
-    run.expect_ready(2);
-    let load = Load::start(port, 2, false);
-    let grew = run.expect_out("grew pid=");
-    let hog = field(&grew, "pid");
-    let line = run.expect_err("over --max-memory");
-    assert!(line.contains(&format!("pid {hog}")), "{line}");
-    run.expect_err(&format!("(pid {hog}) asked to stop"));
-    run.expect_err(&format!("(pid {hog}) exited"));
-    let report = load.finish();
-    assert_eq!(report.failures, Vec::<String>::new());
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
-    let _ = std::fs::remove_file(&once);
+    for node in node_versions("a_worker_over_max_memory") {
+        let once = std::env::temp_dir().join(format!("pminit-hog-{}", std::process::id()));
+        let _ = std::fs::remove_file(&once);
+        let (mut run, port) = start_app(
+            &app,
+            &node,
+            "hog.js",
+            &["-i", "2", "--max-memory", "150M"],
+            vec![("HOG_ONCE_FILE".into(), once.display().to_string())],
+        );
+        run.expect_ready(2);
+        let load = Load::start(port, 2, false);
+        let grew = run.expect_out("grew pid=");
+        let hog = field(&grew, "pid");
+        let line = run.expect_err("over --max-memory");
+        assert!(line.contains(&format!("pid {hog}")), "{line}");
+        run.expect_err(&format!("(pid {hog}) asked to stop"));
+        run.expect_err(&format!("(pid {hog}) exited"));
+        let report = load.finish();
+        assert_eq!(report.failures, Vec::<String>::new());
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+        let _ = std::fs::remove_file(&once);
+    }
 }
 
 #[test]
@@ -344,31 +374,33 @@ fn ttin_adds_a_worker_and_ttou_drains_one() {
     let Some(app) = node_app("ttin_adds_a_worker") else {
         return;
     };
-    let (mut run, port) = start_app(&app, "plain.js", &["-i", "2"], vec![]);
-    run.expect_ready(2);
-    run.signal(libc::SIGTTIN);
-    run.expect_err("now 3 workers");
-    run.expect_ready(3);
-    let mut pids = std::collections::BTreeSet::new();
-    for _ in 0..500 {
-        pids.insert(field(&http_get(port).expect("request"), "pid"));
-        if pids.len() == 3 {
-            break;
+    for node in node_versions("ttin_adds_a_worker") {
+        let (mut run, port) = start_app(&app, &node, "plain.js", &["-i", "2"], vec![]);
+        run.expect_ready(2);
+        run.signal(libc::SIGTTIN);
+        run.expect_err("now 3 workers");
+        run.expect_ready(3);
+        let mut pids = std::collections::BTreeSet::new();
+        for _ in 0..500 {
+            pids.insert(field(&http_get(port).expect("request"), "pid"));
+            if pids.len() == 3 {
+                break;
+            }
         }
+        assert_eq!(pids.len(), 3);
+        let load = Load::start(port, 2, true);
+        run.signal(libc::SIGTTOU);
+        run.expect_err("now 2 workers");
+        let line = run.expect_err("worker 2 (pid");
+        assert!(line.contains("asked to stop"), "{line}");
+        run.expect_count(
+            "an exit",
+            1,
+            |l| matches!(l, Line::Err(s) if s.contains("exited")),
+        );
+        let report = load.finish();
+        assert_eq!(report.failures, Vec::<String>::new());
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
     }
-    assert_eq!(pids.len(), 3);
-    let load = Load::start(port, 2, true);
-    run.signal(libc::SIGTTOU);
-    run.expect_err("now 2 workers");
-    let line = run.expect_err("worker 2 (pid");
-    assert!(line.contains("asked to stop"), "{line}");
-    run.expect_count(
-        "an exit",
-        1,
-        |l| matches!(l, Line::Err(s) if s.contains("exited")),
-    );
-    let report = load.finish();
-    assert_eq!(report.failures, Vec::<String>::new());
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
 }

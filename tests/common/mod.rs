@@ -10,12 +10,14 @@
 
 mod cgroup;
 mod net;
+mod node;
 mod procfs;
 mod pty;
 mod run;
 
 pub use cgroup::*;
 pub use net::*;
+pub use node::*;
 pub use procfs::*;
 pub use pty::*;
 pub use run::*;

@@ -58,6 +58,25 @@ pub fn start_in(mode: Mode, dir: &std::path::Path, port: u16, args: &[&str]) -> 
     )
 }
 
+/// As `start_in`, with `node` first in PATH (pminit's command finds it).
+pub fn start_node(
+    mode: Mode,
+    dir: &std::path::Path,
+    port: u16,
+    node: &NodeVersion,
+    args: &[&str],
+) -> Run {
+    Run::start_with(
+        mode,
+        args,
+        Options {
+            cwd: Some(dir.to_path_buf()),
+            env: vec![("PORT".into(), port.to_string()), node.path_env()],
+            ..Options::default()
+        },
+    )
+}
+
 /// The directory of the Node test apps, with its node_modules installed.
 pub fn node_app(test: &str) -> Option<PathBuf> {
     let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "node-app"]
@@ -119,11 +138,26 @@ fn read_response(s: &mut std::net::TcpStream) -> Result<(String, bool), String> 
 
 impl Load {
     pub fn start(port: u16, clients: usize, keep_alive: bool) -> Load {
+        Load::start_path(port, clients, keep_alive, "/")
+    }
+
+    /// As `start`, with GET `path`.
+    pub fn start_path(port: u16, clients: usize, keep_alive: bool, path: &str) -> Load {
         use std::io::Write;
+        let keep_alive_request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").into_bytes();
+        let close_request =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+                .into_bytes();
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let threads = (0..clients)
             .map(|_| {
                 let stop = stop.clone();
+                let request = if keep_alive {
+                    keep_alive_request.clone()
+                } else {
+                    close_request.clone()
+                };
                 thread::spawn(move || {
                     let mut report = LoadReport::default();
                     let end = Instant::now() + DEADLINE * 3;
@@ -150,12 +184,7 @@ impl Load {
                         };
                         let mut s = s;
                         let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-                        let req: &[u8] = if keep_alive {
-                            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-                        } else {
-                            b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-                        };
-                        if let Err(e) = s.write_all(req) {
+                        if let Err(e) = s.write_all(&request) {
                             report.failures.push(format!("write: {e}"));
                             continue;
                         }
