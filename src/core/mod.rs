@@ -234,7 +234,8 @@ impl Supervisor {
         let running = self.phase == Phase::Running;
         let slots = self.slots.iter().flat_map(|s| {
             let backoff = match s.state {
-                SlotState::Backoff { until } if running => Some(until),
+                // Only while running: a stop cancels every backoff.
+                SlotState::Backoff { until } => Some(until),
                 _ => None,
             };
             let readiness = [s.worker(), s.incoming_worker()]
