@@ -142,3 +142,50 @@ pub(super) fn split_status(status: Status) -> (Option<i32>, Option<String>) {
 pub(super) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// From mutation testing: which notes only `-v` shows.
+    #[test]
+    fn debug_notes_are_forwards_orphans_and_quiet_notifications() {
+        let notified = |m: &str| Note::Notified {
+            pid: 1,
+            message: m.into(),
+        };
+        let table = [
+            (
+                Note::Forwarded {
+                    signal: "SIGUSR1".into(),
+                    workers: 2,
+                },
+                true,
+            ),
+            (
+                Note::OrphanReaped {
+                    pid: 9,
+                    code: Some(0),
+                    signal: None,
+                },
+                true,
+            ),
+            (notified("STATUS=warming up"), true),
+            (notified("STOPPING=1"), false),
+            (Note::Prestop, false),
+            (Note::Exit { code: 0 }, false),
+        ];
+        for (note, debug) in table {
+            assert_eq!(note.is_debug(), debug, "{note:?}");
+        }
+    }
+
+    #[test]
+    fn a_status_is_a_code_or_a_signal_name() {
+        assert_eq!(split_status(Status::Code(3)), (Some(3), None));
+        assert_eq!(
+            split_status(Status::Signal(libc::SIGKILL)),
+            (None, Some("SIGKILL".into()))
+        );
+    }
+}

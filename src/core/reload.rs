@@ -530,4 +530,86 @@ mod tests {
                 not_running: 1
             }));
     }
+
+    /// From mutation testing: the queued reload is announced with the
+    /// generation it will make.
+    #[test]
+    fn a_queued_reload_names_the_generation_it_will_make() {
+        let mut h = four_ready();
+        h.feed(Event::Signal(libc::SIGHUP), 100); // generation 1
+        let a = h.feed(Event::Signal(libc::SIGHUP), 101);
+        assert_eq!(notes(&a), vec![Note::ReloadQueued { generation: 2 }]);
+    }
+
+    /// From mutation testing: a HUP queued during a reload that fails
+    /// still gets its reload.
+    #[test]
+    fn a_reload_queued_behind_a_failed_one_still_runs() {
+        let mut h = four_ready();
+        h.feed(Event::Signal(libc::SIGHUP), 100); // 105 for slot 0
+        h.feed(Event::Signal(libc::SIGHUP), 101); // queued
+        let a = h.feed(
+            Event::Exited {
+                pid: 105,
+                status: Status::Code(1),
+            },
+            120,
+        );
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::ReloadFailed { generation: 1, .. }
+        )));
+        assert!(has_note(&a, |n| *n == Note::ReloadStarted { generation: 2 }));
+        assert_eq!(effects(&a), vec![Action::Spawn { slot: 0 }]);
+    }
+
+    /// From mutation testing: removing the slot a rolling reload is at
+    /// moves the reload on (here: to its end).
+    #[test]
+    fn removing_the_slot_a_rolling_reload_is_at_moves_it_on() {
+        let mut h = awaiting(Settings {
+            instances: 2,
+            min_uptime: Duration::ZERO,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Ready { pid: 102 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20); // 103 for slot 0
+        h.feed(Event::Ready { pid: 103 }, 30); // slot 0 done; 104 for slot 1
+        let a = h.feed(Event::Signal(libc::SIGTTOU), 40); // slot 1 goes
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::ReloadFinished {
+                generation: 1,
+                replaced: 1,
+                ..
+            }
+        )));
+        assert!(!h.sup.reloading());
+    }
+
+    /// The old worker dies while its replacement is on probation: the new
+    /// one takes the slot at once, nothing backs off.
+    #[test]
+    fn an_old_worker_dying_during_probation_hands_its_slot_over_at_once() {
+        let mut h = awaiting(Settings {
+            instances: 1,
+            ..settings() // --min-uptime 1 s
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20); // 102
+        h.feed(Event::Ready { pid: 102 }, 30); // on probation until 1030
+        let a = h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(1),
+            },
+            40,
+        );
+        assert!(effects(&a).is_empty(), "no restart, no stop: {a:?}");
+        assert_eq!(h.sup.serving(), vec![102]);
+        assert!(!h.sup.reloading());
+    }
 }

@@ -433,4 +433,56 @@ mod tests {
         // The old workers keep serving through the delay.
         assert_eq!(h.sup.serving(), vec![101, 102]);
     }
+
+    /// From mutation testing: a worker's own code during --stop-delay is
+    /// the exit code; a clean exit then is not.
+    #[test]
+    fn a_worker_exit_during_the_stop_delay_sets_the_code_only_if_not_clean() {
+        for (status, code) in [(Status::Code(3), 3), (Status::Code(0), 0)] {
+            let mut h = Harness::new(Settings {
+                stop_delay: Duration::from_millis(1000),
+                ..settings()
+            });
+            h.start();
+            h.feed(Event::Signal(TERM), 10);
+            h.feed(Event::Exited { pid: 101, status }, 20);
+            // Nothing left to wait for: the run ends without the delay.
+            let a = h.feed(Event::TreeEmpty, 20);
+            assert_eq!(exit_code(&a), Some(code), "{status:?}");
+        }
+    }
+
+    /// From mutation testing: only a SIGKILL we sent a drainer is ours; a
+    /// drainer killed by someone else during the stop, or one that exits
+    /// with a code of its own after our SIGKILL went out, is the app's.
+    #[test]
+    fn a_drainers_death_counts_unless_it_is_our_sigkill() {
+        for (kill_first, status, code) in [
+            (false, Status::Signal(KILL), 137),
+            (true, Status::Code(3), 3),
+            (true, Status::Signal(KILL), 0),
+        ] {
+            let mut h = Harness::new(Settings {
+                instances: 2,
+                kill_timeout: Duration::from_millis(500),
+                ..settings()
+            });
+            h.start();
+            h.feed(Event::Signal(libc::SIGTTOU), 10); // 102 drains
+            if kill_first {
+                h.feed(Event::Tick, 510); // our SIGKILL
+            }
+            h.feed(Event::Signal(TERM), 520);
+            h.feed(
+                Event::Exited {
+                    pid: 101,
+                    status: Status::Code(0),
+                },
+                530,
+            );
+            h.feed(Event::Exited { pid: 102, status }, 530);
+            let a = h.feed(Event::TreeEmpty, 530);
+            assert_eq!(exit_code(&a), Some(code), "{kill_first} {status:?}");
+        }
+    }
 }
