@@ -74,9 +74,31 @@ impl Program {
                 .map(|a| cstring(a.as_bytes()))
                 .collect::<io::Result<_>>()?,
             name: name.clone(),
-            is_node: node::is_node_command(name),
+            is_node: node::is_node_command(name) || node_script(&path),
         })
     }
+}
+
+/// Whether `path` is a script whose `#!` line runs Node (a bounded read of
+/// its start; anything unreadable is not).
+fn node_script(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; node::SHEBANG_MAX];
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut n = 0;
+    // A short read is possible on odd files; a few reads at most.
+    for _ in 0..4 {
+        match (&file).read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if n == head.len() {
+            break;
+        }
+    }
+    node::is_node_shebang(&head[..n])
 }
 
 fn search_path(name: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
