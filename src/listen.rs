@@ -765,6 +765,140 @@ mod tests {
         assert!(check_overlaps(&[a("8080"), a("9090")]).is_ok());
     }
 
+    /// A port free on both 127.0.0.1 and [::] right now.
+    fn free_port() -> u16 {
+        loop {
+            let l = std::net::TcpListener::bind("[::]:0").expect("bind [::]:0");
+            let port = l.local_addr().expect("addr").port();
+            drop(l);
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                return port;
+            }
+        }
+    }
+
+    fn inode(fd: impl AsRawFd) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+            .expect("fd")
+            .ino()
+    }
+
+    fn empty() -> Sockets {
+        Sockets::bind(&[], Layout::Shared, 1, "--listen", false).expect("no addresses")
+    }
+
+    #[test]
+    fn a_port_asked_for_is_bound_once_and_shared() {
+        let mut s = empty();
+        let port = free_port();
+        let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let (first, bound, new) = {
+            let a = s.share(port, lo, 0).expect("share");
+            (inode(a.fd), a.bound, a.new)
+        };
+        assert!(new);
+        assert_eq!(bound, SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port));
+        // A second worker (or a restart) asking again gets the same socket.
+        let again = s.share(port, lo, 1).expect("share again");
+        assert_eq!(inode(again.fd), first);
+        assert!(!again.new && !again.declared);
+        // Another host on the same port is another socket, no probe needed.
+        let any = s.share(port, None, 0).expect("wildcard too");
+        assert_ne!(inode(any.fd), first);
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("listening");
+    }
+
+    #[test]
+    fn a_port_held_by_someone_else_is_eaddrinuse() {
+        let mut s = empty();
+        let foreign = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = foreign.local_addr().expect("addr").port();
+        let e = s
+            .share(port, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0)
+            .map(|_| ())
+            .expect_err("in use");
+        assert_eq!(e.code, "EADDRINUSE", "{e:?}");
+        assert!(e.message.contains(&port.to_string()), "{e:?}");
+    }
+
+    #[test]
+    fn at_most_shared_ports_max_ports_on_request() {
+        let mut s = empty();
+        let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut ports = Vec::new();
+        while ports.len() < SHARED_PORTS_MAX {
+            let port = free_port();
+            if ports.contains(&port) {
+                continue;
+            }
+            s.share(port, lo, 0).map(|_| ()).expect("within the limit");
+            ports.push(port);
+        }
+        let e = s
+            .share(free_port(), lo, 0)
+            .map(|_| ())
+            .expect_err("one too many");
+        assert_eq!(e.code, "EMFILE", "{e:?}");
+        // The ones held are still handed out.
+        assert!(s.share(ports[3], lo, 0).is_ok());
+    }
+
+    #[test]
+    fn privileged_ports_are_refused_to_unprivileged_workers() {
+        let mut s = empty();
+        s.set_unprivileged_workers(true);
+        let e = s.share(80, None, 0).map(|_| ()).expect_err("privileged");
+        assert_eq!(e.code, "EACCES", "{e:?}");
+        assert!(e.message.contains("--user"), "{e:?}");
+    }
+
+    #[test]
+    fn the_port_var_socket_moves_to_the_host_the_app_names() {
+        let port = free_port();
+        let mut s =
+            Sockets::bind(&[Addr::AnyPort(port)], Layout::Shared, 1, "$PORT", true).expect("bind");
+        let before = inode(s.fds_for(0).expect("fds")[0].fd);
+        // No host: the wildcard itself, unmoved.
+        let same = s.share(port, None, 0).expect("share");
+        assert!(same.declared && same.moved_from.is_none());
+        assert_eq!(inode(same.fd), before);
+        let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let moved = s.share(port, lo, 0).expect("move");
+        assert!(moved.declared);
+        assert!(moved.moved_from.is_some());
+        assert_eq!(
+            moved.bound,
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), port)
+        );
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("loopback answers");
+        let refused = std::net::TcpStream::connect(("::1", port)).map(|_| ());
+        assert!(refused.is_err(), "the wildcard socket is gone");
+        // New workers get the moved socket as fd 3, host and all.
+        let info = &s.fds_for(0).expect("fds")[0];
+        assert_eq!(info.host.as_deref(), Some("127.0.0.1"));
+        assert!(!info.implicit);
+        // A second host on that port is added beside it, once.
+        let v6 = s
+            .share(port, Some(IpAddr::V6(Ipv6Addr::LOCALHOST)), 0)
+            .expect("::1 too");
+        assert!(!v6.declared && v6.new);
+        std::net::TcpStream::connect(("::1", port)).expect("::1 answers now");
+    }
+
+    #[test]
+    fn a_listen_address_from_the_operator_is_not_moved() {
+        let port = free_port();
+        let mut s = Sockets::bind(&[Addr::AnyPort(port)], Layout::Shared, 1, "--listen", false)
+            .expect("bind");
+        let got = s
+            .share(port, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)), 0)
+            .expect("share");
+        assert!(got.declared && got.moved_from.is_none());
+        assert_eq!(got.bound.port(), port);
+        assert!(got.bound.ip().is_unspecified());
+    }
+
     #[test]
     fn steering_program_maps_random_to_live_slots() {
         // Interpret the program for every value of the random word mod n.

@@ -6,6 +6,11 @@ use crate::listen::FdInfo;
 /// The preload's source, shipped inside the binary.
 const PRELOAD: &str = include_str!("preload.mjs");
 
+/// Set for a Node worker pminit starts itself: its IPC channel leads to
+/// pminit, so its preload may ask for sockets there. The preload removes
+/// it, so the app's own children never ask.
+pub const CHANNEL_VAR: &str = "PMINIT_IPC";
+
 /// The preload's name in stack traces.
 pub const PRELOAD_NAME: &str = "pminit:preload";
 

@@ -48,6 +48,7 @@ const OWN_VARS: &[&str] = &[
     node::LISTEN_VAR,
     node::REPORT_VAR,
     node::STOP_SIGNAL_VAR,
+    node::CHANNEL_VAR,
 ];
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -233,6 +234,7 @@ impl Launcher {
             env.push(("NODE_CHANNEL_FD".into(), number.clone().into()));
             env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
             env.push((node::REPORT_VAR.into(), number.into()));
+            env.push((node::CHANNEL_VAR.into(), "1".into()));
             channel = Some(ours);
             theirs = Some(end);
         }
