@@ -469,12 +469,18 @@ impl Shell {
                 queue.push_back(Event::Ready { pid });
             }
             for (k, (id, request)) in requests.into_iter().enumerate() {
-                let request = if k < LISTEN_REQUESTS_PER_WAKE {
-                    request
-                } else {
-                    Err(format!(
-                        "more than {LISTEN_REQUESTS_PER_WAKE} listen requests at once; ask one at a time"
-                    ))
+                let request = match request {
+                    _ if k >= LISTEN_REQUESTS_PER_WAKE => Err(ShareError {
+                        code: "EAGAIN",
+                        message: format!(
+                            "more than {LISTEN_REQUESTS_PER_WAKE} listen requests at once; ask one at a time"
+                        ),
+                    }),
+                    Ok(r) => Ok(r),
+                    Err(message) => Err(ShareError {
+                        code: "EINVAL",
+                        message,
+                    }),
                 };
                 self.answer_listen(pid, id, request);
             }
@@ -487,14 +493,16 @@ impl Shell {
     /// inner message's `cmd` starts with `NODE_`, so Node hands it to the
     /// preload's 'internalMessage' listener and never to the app's own
     /// `process.on('message')`.
-    fn answer_listen(&mut self, pid: i32, id: u64, request: Result<(u16, Option<IpAddr>), String>) {
+    fn answer_listen(
+        &mut self,
+        pid: i32,
+        id: u64,
+        request: Result<(u16, Option<IpAddr>), ShareError>,
+    ) {
         let slot = self.slots.get(&pid).copied().unwrap_or(0);
         let shared = match request {
             Ok((port, host)) => self.launcher.sockets.share(port, host, slot),
-            Err(message) => Err(ShareError {
-                code: "EINVAL",
-                message,
-            }),
+            Err(e) => Err(e),
         };
         let Some(channel) = self.channels.get(&pid) else {
             return;
