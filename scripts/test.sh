@@ -40,6 +40,11 @@ fi
 echo "== npm ci (the Node test apps)"
 npm ci --prefix tests/node-app --no-audit --no-fund
 
+echo "== Node 24 (listen({reusePort}) needs Node >= 22.12; tests/sockets.rs)"
+# npm's \`node\` package ships the real binary; PMINIT_TEST_NODE overrides.
+[ -x target/node-24/node_modules/node/bin/node ] ||
+  npm install --prefix target/node-24 --no-audit --no-fund node@24
+
 echo "== dumb-init's own test suite (Debian source package)"
 scripts/dumb-init-suite.sh fetch
 

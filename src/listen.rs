@@ -887,6 +887,28 @@ mod tests {
     }
 
     #[test]
+    fn per_worker_sockets_of_the_port_var_move_together() {
+        let port = free_port();
+        let mut s = Sockets::bind(&[Addr::AnyPort(port)], Layout::PerWorker, 2, "$PORT", true)
+            .expect("bind");
+        s.steer(&[0, 1]).expect("steer");
+        let lo = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let moved = s.share(port, lo, 1).expect("move");
+        assert!(moved.moved_from.is_some());
+        let slot1 = inode(moved.fd);
+        // Slot 0 asks too: its own socket, at the new host; no second move.
+        let zero = s.share(port, lo, 0).expect("slot 0");
+        assert!(zero.moved_from.is_none());
+        assert_ne!(inode(zero.fd), slot1);
+        assert_eq!(zero.bound.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        for f in s.fds_for(1).expect("fds") {
+            assert_eq!(f.host.as_deref(), Some("127.0.0.1"));
+        }
+        std::net::TcpStream::connect(("127.0.0.1", port)).expect("loopback answers");
+        assert!(std::net::TcpStream::connect(("::1", port)).is_err());
+    }
+
+    #[test]
     fn a_listen_address_from_the_operator_is_not_moved() {
         let port = free_port();
         let mut s = Sockets::bind(&[Addr::AnyPort(port)], Layout::Shared, 1, "--listen", false)

@@ -127,16 +127,21 @@ fn npm_start_passes_the_preload_to_the_app_not_just_to_npm() {
 
 #[test]
 fn without_the_preload_the_same_app_fails_with_eaddrinuse() {
+    // --no-preload binds PORT only when --listen asks for it (else PORT is
+    // the app's own: tests/sockets.rs); then the app's listen(PORT) fails.
     let Some(app) = node_app("without_the_preload") else {
         return;
     };
     let port = free_port();
+    let listen = port.to_string();
     let mut run = start_in(
         Mode::Subreaper,
         &app,
         port,
         &[
             "--no-preload",
+            "-l",
+            &listen,
             "--restart",
             "never",
             "--",
