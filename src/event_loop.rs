@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
@@ -20,11 +21,12 @@ use crate::cli::Config;
 use crate::control::{self, Outcome, Reply, Request};
 use crate::core::{Action, Event, Note, Supervisor};
 use crate::ipc::{Channel, Message};
-use crate::listen::{Addr, Sockets};
+use crate::limits::LISTEN_REQUESTS_PER_WAKE;
+use crate::listen::{Addr, ShareError, Sockets};
 use crate::notify::{self, NotifySocket};
 use crate::spawn::{self, Launcher, Program};
 use crate::strays::{kill_all, StraySweep};
-use crate::{log, parse, sys};
+use crate::{log, node, parse, sys};
 
 /// A start-up failure: nothing is running yet, so pminit exits with `code`.
 #[derive(Debug)]
@@ -48,9 +50,14 @@ impl StartError {
     }
 }
 
-/// The addresses to bind: `--listen`, else `$PORT` for a Node command.
+/// The addresses to bind: `--listen`, else `$PORT` for a Node command
+/// with the preload.
 fn addresses(config: &Config, program: &Program) -> Result<Vec<Addr>, StartError> {
-    if !config.listen.is_empty() || !program.is_node {
+    // --no-preload: nothing would make the app's listen(PORT) take pminit's
+    // socket, and an app listening with reusePort itself would join its
+    // SO_REUSEPORT group and get half the connections, the other half
+    // waiting in a queue nobody accepts from. So PORT stays the app's.
+    if !config.listen.is_empty() || !program.is_node || !config.preload {
         return Ok(config.listen.clone());
     }
     let port = match std::env::var("PORT") {
@@ -90,6 +97,8 @@ struct Shell {
     launcher: Launcher,
     /// Node workers' IPC channels by worker pid, closed once it is reaped.
     channels: HashMap<i32, Channel>,
+    /// Each worker's slot, for the sockets of its slot (per-worker layout).
+    slots: HashMap<i32, usize>,
     notify: Option<NotifySocket>,
     control: Option<control::Server>,
     /// CPU time of each worker at the previous `status`, for its cpu %.
@@ -129,6 +138,7 @@ impl Shell {
                     if let Some(c) = w.channel {
                         self.channels.insert(w.pid, c);
                     }
+                    self.slots.insert(w.pid, slot);
                     follow.push(Event::Spawned {
                         slot,
                         pid: w.pid,
@@ -383,10 +393,12 @@ impl Shell {
                 continue;
             };
             let mut ready = false;
+            let mut requests = Vec::new();
             for m in c.read() {
                 match m {
                     Ok(Message::Ready) if self.wait_ready => ready = true,
                     Ok(Message::Listening) if !self.wait_ready => ready = true,
+                    Ok(Message::Listen { id, request }) => requests.push((id, request)),
                     Ok(_) => {}
                     Err(reason) => {
                         c.dropped += 1;
@@ -405,6 +417,94 @@ impl Shell {
                 readied.push(pid);
                 queue.push_back(Event::Ready { pid });
             }
+            for (k, (id, request)) in requests.into_iter().enumerate() {
+                let request = match request {
+                    _ if k >= LISTEN_REQUESTS_PER_WAKE => Err(ShareError {
+                        code: "EAGAIN",
+                        message: format!(
+                            "more than {LISTEN_REQUESTS_PER_WAKE} listen requests at once; ask one at a time"
+                        ),
+                    }),
+                    Ok(r) => Ok(r),
+                    Err(message) => Err(ShareError {
+                        code: "EINVAL",
+                        message,
+                    }),
+                };
+                self.answer_listen(pid, id, request);
+            }
+        }
+    }
+
+    /// Answers a worker's listen request: the socket as a `NODE_HANDLE`
+    /// message (Node's own way to pass a server handle, fd in SCM_RIGHTS),
+    /// or an error its preload turns into the server's 'error' event. The
+    /// inner message's `cmd` starts with `NODE_`, so Node hands it to the
+    /// preload's 'internalMessage' listener and never to the app's own
+    /// `process.on('message')`.
+    fn answer_listen(
+        &mut self,
+        pid: i32,
+        id: u64,
+        request: Result<(u16, Option<IpAddr>), ShareError>,
+    ) {
+        let slot = self.slots.get(&pid).copied().unwrap_or(0);
+        let shared = match request {
+            Ok((port, host)) => self.launcher.sockets.share(port, host, slot),
+            Err(e) => Err(e),
+        };
+        let Some(channel) = self.channels.get(&pid) else {
+            return;
+        };
+        let sent = match shared {
+            Ok(s) => {
+                let address = s.bound.ip().to_string();
+                let port = s.bound.port();
+                if let Some(from) = s.moved_from {
+                    log::warn(&format!(
+                        "$PORT {port}: the app listens on {address} only, so pminit moved the socket there from {from} (nothing answers on other addresses)"
+                    ));
+                } else if s.new {
+                    log::warn(&format!(
+                        "sharing {} among the workers: worker pid {pid}'s app listens there",
+                        s.bound
+                    ));
+                }
+                let msg = serde_json::json!({
+                    "cmd": "NODE_HANDLE",
+                    "type": "net.Native",
+                    "msg": {
+                        "cmd": node::LISTEN_ANSWER,
+                        "id": id,
+                        "address": address,
+                        "port": port,
+                        "declared": s.declared,
+                    },
+                });
+                channel.send_with_fd(&msg, s.fd)
+            }
+            Err(e) => {
+                log::warn_limited(
+                    log::Kind::Listen,
+                    pid,
+                    &format!(
+                        "worker pid {pid}: listen refused: {} ({})",
+                        e.message, e.code
+                    ),
+                );
+                channel.send(&serde_json::json!({
+                    "cmd": node::LISTEN_ANSWER,
+                    "id": id,
+                    "error": { "code": e.code, "message": e.message },
+                }))
+            }
+        };
+        if let Err(e) = sent {
+            log::warn_limited(
+                log::Kind::Listen,
+                pid,
+                &format!("worker pid {pid}: cannot answer its listen request: {e}"),
+            );
         }
     }
 }
@@ -445,8 +545,15 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     } else {
         "--listen"
     };
-    let sockets = Sockets::bind(&addrs, config.layout, config.settings.instances, source)
-        .map_err(|message| StartError { code: 1, message })?;
+    let mut sockets = Sockets::bind(
+        &addrs,
+        config.layout,
+        config.settings.instances,
+        source,
+        config.listen.is_empty(),
+    )
+    .map_err(|message| StartError { code: 1, message })?;
+    sockets.set_unprivileged_workers(user.as_ref().is_some_and(|u| u.uid != 0));
     // Not fatal either: without it, sd_notify is not available.
     let notify = NotifySocket::bind()
         .map_err(|e| log::warn(&format!("no sd_notify socket: {e}")))
@@ -479,6 +586,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         pid1,
         launcher: Launcher::new(program, sockets, options),
         channels: HashMap::new(),
+        slots: HashMap::new(),
         notify,
         control,
         cpu_seen: HashMap::new(),
@@ -499,6 +607,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             if let Event::Exited { pid, .. } = event {
                 // Kept open for the worker's whole life; it is over now.
                 shell.channels.remove(&pid);
+                shell.slots.remove(&pid);
             }
             let mut follow = Vec::new();
             for action in sup.handle(event, Instant::now()) {

@@ -18,9 +18,13 @@
 
 use serde::Deserialize;
 use std::io;
+use std::io::IoSlice;
+use std::net::IpAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+use nix::sys::socket::{
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
+};
 
 use crate::limits::{
     IPC_CHUNK, IPC_MAX_LINE as MAX_LINE, IPC_MESSAGES_PER_WAKE, IPC_READ_PER_WAKE,
@@ -33,6 +37,14 @@ pub enum Message {
     Ready,
     /// The preload: the app started listening on a pminit socket.
     Listening,
+    /// The preload asks for a shared socket on a TCP port the app listens
+    /// on: `{"pminit":"listen","id":N,"port":P,"host":IP|null}`. `request`
+    /// is the port and host, or why they are not acceptable (answered as an
+    /// error, never fatal).
+    Listen {
+        id: u64,
+        request: Result<(u16, Option<IpAddr>), String>,
+    },
     /// Valid JSON pminit has no use for (Node-internal `NODE_*` messages,
     /// the app's own). Ignored.
     Other,
@@ -43,7 +55,19 @@ pub enum Message {
 #[serde(untagged)]
 enum Wire {
     Text(String),
-    Report { pminit: String },
+    // Before `Report`, which would match it too: only a message with an id
+    // can be answered.
+    Request {
+        pminit: String,
+        id: serde_json::Value,
+        #[serde(default)]
+        port: serde_json::Value,
+        #[serde(default)]
+        host: serde_json::Value,
+    },
+    Report {
+        pminit: String,
+    },
     Any(serde::de::IgnoredAny),
 }
 
@@ -52,9 +76,51 @@ pub fn decode(line: &[u8]) -> Result<Message, String> {
     match serde_json::from_slice::<Wire>(line) {
         Ok(Wire::Text(t)) if t == "ready" => Ok(Message::Ready),
         Ok(Wire::Report { pminit }) if pminit == "listening" => Ok(Message::Listening),
+        Ok(Wire::Request {
+            pminit,
+            id,
+            port,
+            host,
+        }) if pminit == "listen" => match id.as_u64().filter(|&i| i <= MAX_SAFE_INTEGER) {
+            Some(id) => Ok(Message::Listen {
+                id,
+                request: listen_request(&port, &host),
+            }),
+            None => Err("a listen request without a valid id".to_string()),
+        },
         Ok(_) => Ok(Message::Other),
         Err(_) => Err(format!("a malformed line of {} bytes", line.len())),
     }
+}
+
+/// JavaScript's largest exact integer: ids beyond it could not round-trip.
+const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
+
+/// A listen request's port and host, checked: a port 1-65535 and an IP
+/// address or null (the preload resolves names the way Node's listen does;
+/// pminit, a static binary, resolves none).
+fn listen_request(
+    port: &serde_json::Value,
+    host: &serde_json::Value,
+) -> Result<(u16, Option<IpAddr>), String> {
+    let port = port
+        .as_u64()
+        .filter(|p| (1..=65535).contains(p))
+        .ok_or_else(|| format!("port {} is not 1-65535", clip(&port.to_string())))?;
+    let host = match host {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(h) => Some(
+            h.parse::<IpAddr>()
+                .map_err(|_| format!("host {:?} is not an IP address", clip(h)))?,
+        ),
+        other => return Err(format!("host {} is not a string", clip(&other.to_string()))),
+    };
+    Ok((port as u16, host))
+}
+
+/// At most 64 characters of something a worker sent, for a message.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 /// Splits a byte stream into lines, skipping (and reporting) overlong ones.
@@ -176,8 +242,37 @@ impl Channel {
 
     /// Writes one JSON value as one line, whole or not at all.
     pub fn send(&self, value: &serde_json::Value) -> io::Result<()> {
+        self.send_line(value, None)
+    }
+
+    /// Writes one JSON value as one line with `fd` attached (SCM_RIGHTS),
+    /// as Node's `subprocess.send(msg, handle)` does: the worker's Node
+    /// takes the fd as the handle of the `NODE_HANDLE` line it came with.
+    pub fn send_with_fd(&self, value: &serde_json::Value, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.send_line(value, Some(fd))
+    }
+
+    fn send_line(&self, value: &serde_json::Value, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
         let mut line = value.to_string().into_bytes();
         line.push(b'\n');
+        if let Some(fd) = fd {
+            let fds = [fd.as_raw_fd()];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            let iov = [IoSlice::new(&line)];
+            // Whole or nothing, as below: the fd travels with the first byte.
+            let n = sendmsg::<()>(
+                self.fd.as_raw_fd(),
+                &iov,
+                &cmsg,
+                MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
+                None,
+            )?;
+            return if n == line.len() {
+                Ok(())
+            } else {
+                Err(io::Error::new(io::ErrorKind::WriteZero, "partial write"))
+            };
+        }
         // A stream socket takes a small write whole or not at all when its
         // buffer has room; if it has none the worker is not reading, and a
         // partial line would later crash it, so give up instead.
@@ -215,6 +310,24 @@ mod tests {
             (b"{\"cmd\":\"NODE_HANDLE_ACK\"}", Ok(Message::Other)),
             (b"{\"pminit\":\"other\"}", Ok(Message::Other)),
             (b"42", Ok(Message::Other)),
+            (
+                b"{\"pminit\":\"listen\",\"id\":7,\"port\":9100,\"host\":null}",
+                Ok(Message::Listen {
+                    id: 7,
+                    request: Ok((9100, None)),
+                }),
+            ),
+            (
+                b"{\"pminit\":\"listen\",\"id\":1,\"port\":80,\"host\":\"::1\"}",
+                Ok(Message::Listen {
+                    id: 1,
+                    request: Ok((80, Some("::1".parse().expect("ip")))),
+                }),
+            ),
+            // A listen request without an id cannot be answered: dropped.
+            (b"{\"pminit\":\"listen\",\"port\":9100}", Ok(Message::Other)),
+            (b"{\"pminit\":\"listen\",\"id\":-1,\"port\":9100}", Err(())),
+            (b"{\"pminit\":\"listen\",\"id\":9007199254740992}", Err(())),
             (b"ready", Err(())),
             (b"{\"unterminated\"", Err(())),
             (b"\xff\xfe\x00binary", Err(())),
@@ -227,6 +340,76 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
+    }
+
+    #[test]
+    fn junk_listen_requests_are_answerable_errors() {
+        let req = |port: &str, host: &str| {
+            let line =
+                format!("{{\"pminit\":\"listen\",\"id\":3,\"port\":{port},\"host\":{host}}}");
+            match decode(line.as_bytes()) {
+                Ok(Message::Listen { id: 3, request }) => request,
+                other => panic!("{line}: {other:?}"),
+            }
+        };
+        for (port, host, want) in [
+            ("0", "null", "not 1-65535"),
+            ("65536", "null", "not 1-65535"),
+            ("-80", "null", "not 1-65535"),
+            ("80.5", "null", "not 1-65535"),
+            ("\"80\"", "null", "not 1-65535"),
+            ("null", "null", "not 1-65535"),
+            ("80", "\"localhost\"", "not an IP address"),
+            ("80", "\"no.such.host.invalid\"", "not an IP address"),
+            ("80", "\"fe80::1%eth0\"", "not an IP address"),
+            ("80", "42", "not a string"),
+            ("80", "[\"127.0.0.1\"]", "not a string"),
+        ] {
+            let err = req(port, host).expect_err(port);
+            assert!(err.contains(want), "{port} {host}: {err}");
+            assert!(err.len() < 120, "clipped: {err}");
+        }
+        let long = format!("\"{}\"", "x".repeat(10_000));
+        assert!(req("80", &long).expect_err("long").len() < 120);
+        assert_eq!(
+            req("443", "\"0.0.0.0\""),
+            Ok((443, Some("0.0.0.0".parse().expect("ip"))))
+        );
+    }
+
+    #[test]
+    fn a_socket_travels_with_its_line() {
+        use std::os::unix::net::UnixListener;
+        let (ours, theirs) = pair().expect("socketpair");
+        let dir = std::env::temp_dir().join(format!("pminit-ipc-fd-{}", std::process::id()));
+        let _ = std::fs::remove_file(&dir);
+        let listener = UnixListener::bind(&dir).expect("bind");
+        ours.send_with_fd(&serde_json::json!({"cmd": "NODE_HANDLE"}), listener.as_fd())
+            .expect("send");
+        let mut buf = [0u8; 64];
+        let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let msg = nix::sys::socket::recvmsg::<()>(
+            theirs.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::empty(),
+        )
+        .expect("recvmsg");
+        let fds: Vec<_> = msg
+            .cmsgs()
+            .expect("cmsgs")
+            .filter_map(|c| match c {
+                nix::sys::socket::ControlMessageOwned::ScmRights(f) => Some(f),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        assert_eq!(msg.bytes, b"{\"cmd\":\"NODE_HANDLE\"}\n".len());
+        assert_eq!(fds.len(), 1);
+        // SAFETY: closing the fd recvmsg just gave us.
+        unsafe { libc::close(fds[0]) };
+        let _ = std::fs::remove_file(&dir);
     }
 
     #[test]

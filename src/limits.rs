@@ -39,6 +39,19 @@ pub const IPC_CHUNK: usize = 4096;
 /// newline and the line is counted as dropped.
 pub const IPC_MAX_LINE: usize = 64 * 1024;
 
+/// Listen requests (the preload asking for a shared socket on a port its
+/// app listens on) answered from one worker per wake-up; the rest of that
+/// wake-up's requests are answered with an error (EAGAIN). The preload
+/// asks one at a time, so only a misbehaving worker meets this.
+pub const LISTEN_REQUESTS_PER_WAKE: usize = 8;
+
+// --- Sockets bound on request (src/listen.rs) ---------------------------
+
+/// TCP sockets pminit binds because workers asked (ports besides `PORT`
+/// and `--listen`), in all, for its whole life; a request for one more
+/// gets an error (EMFILE), as the app's own listen would.
+pub const SHARED_PORTS_MAX: usize = 16;
+
 // --- sd_notify socket (src/notify.rs) -----------------------------------
 
 /// Datagrams handled per wake-up.

@@ -6,6 +6,14 @@ use crate::listen::FdInfo;
 /// The preload's source, shipped inside the binary.
 const PRELOAD: &str = include_str!("preload.mjs");
 
+/// Set for a Node worker pminit starts itself: its IPC channel leads to
+/// pminit, so its preload may ask for sockets there. The preload removes
+/// it, so the app's own children never ask.
+pub const CHANNEL_VAR: &str = "PMINIT_IPC";
+
+/// The preload's name in stack traces.
+pub const PRELOAD_NAME: &str = "pminit:preload";
+
 /// The variable that carries the fd map to the preload.
 pub const LISTEN_VAR: &str = "PMINIT_NODE_LISTEN";
 /// The IPC channel's fd number, for a preload whose process has no channel
@@ -13,6 +21,10 @@ pub const LISTEN_VAR: &str = "PMINIT_NODE_LISTEN";
 pub const REPORT_VAR: &str = "PMINIT_REPORT_FD";
 /// The signal that asks the worker to stop, for the preload's drain.
 pub const STOP_SIGNAL_VAR: &str = "PMINIT_STOP_SIGNAL";
+/// The `cmd` of pminit's answer to a listen request. It starts with
+/// `NODE_`, so Node delivers it as an 'internalMessage' (to the preload)
+/// and never to the app's `process.on('message')` listeners.
+pub const LISTEN_ANSWER: &str = "NODE_PMINIT_LISTEN";
 
 /// A command that ends up running Node: `node app.js`, `npm start`, ...
 pub fn is_node_command(argv0: &str) -> bool {
@@ -20,13 +32,57 @@ pub fn is_node_command(argv0: &str) -> bool {
     matches!(name, "node" | "nodejs" | "npm" | "npx" | "yarn" | "pnpm")
 }
 
+/// How much of a script's start pminit reads for its `#!` line (the
+/// kernel itself reads at most 256 bytes of it since Linux 5.1).
+pub const SHEBANG_MAX: usize = 256;
+
+/// Whether a file starting with `head` is a script that Node runs:
+/// `#!/usr/bin/env node`, `#!/usr/bin/env -S node --flags`,
+/// `#!/usr/local/bin/node`, `#!/usr/bin/nodejs` (how `next start`,
+/// `nest start` and every `node_modules/.bin` tool begin).
+pub fn is_node_shebang(head: &[u8]) -> bool {
+    let Some(line) = head.strip_prefix(b"#!") else {
+        return false;
+    };
+    let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
+    let Ok(line) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let mut words = line.split_whitespace();
+    let Some(interpreter) = words.next() else {
+        return false;
+    };
+    let base = |w: &str| w.rsplit('/').next().unwrap_or(w).to_string();
+    let name = base(interpreter);
+    if name != "env" {
+        return matches!(name.as_str(), "node" | "nodejs");
+    }
+    // env [-S] [-i] [-u NAME] [NAME=VALUE ...] node ...
+    let mut words = words.peekable();
+    while let Some(w) = words.next() {
+        match w {
+            "-u" | "--unset" | "-C" | "--chdir" => {
+                words.next();
+            }
+            w if w.starts_with('-') => {}
+            w if w.contains('=') => {}
+            w => return matches!(base(w).as_str(), "node" | "nodejs"),
+        }
+    }
+    false
+}
+
 /// The NODE_OPTIONS a Node worker gets: the user's own, then the preload.
 /// base64, because raw JS would break NODE_OPTIONS' quoting, and a data:
 /// URL, because `--import` accepts one and nothing lands on disk.
 pub fn node_options(existing: Option<&str>) -> String {
+    // The sourceURL comment names the module in stack traces
+    // (`at Server.pminitListen (pminit:preload:120:7)`), where the data:
+    // URL itself would print its whole base64 text in every frame.
+    let source = format!("{PRELOAD}\n//# sourceURL={PRELOAD_NAME}\n");
     let import = format!(
         "--import=data:text/javascript;base64,{}",
-        base64(PRELOAD.as_bytes())
+        base64(source.as_bytes())
     );
     match existing.map(str::trim).filter(|s| !s.is_empty()) {
         Some(user) => format!("{user} {import}"),
@@ -43,6 +99,9 @@ pub fn listen_map(fds: &[FdInfo]) -> String {
             let fd = 3 + i;
             match &f.path {
                 Some(path) => serde_json::json!({ "fd": fd, "path": path }),
+                None if f.implicit => {
+                    serde_json::json!({ "fd": fd, "port": f.port, "host": f.host, "any": true })
+                }
                 None => serde_json::json!({ "fd": fd, "port": f.port, "host": f.host }),
             }
         })
@@ -117,6 +176,50 @@ mod tests {
     }
 
     #[test]
+    fn node_scripts_by_their_shebang() {
+        for yes in [
+            "#!/usr/bin/env node\nrequire('x')",
+            "#!/usr/bin/env node",
+            "#! /usr/bin/env  node --max-old-space-size=512\n",
+            "#!/usr/bin/env -S node --enable-source-maps\n",
+            "#!/usr/bin/env -S NODE_ENV=production node\n",
+            "#!/bin/env nodejs\n",
+            "#!/usr/local/bin/node\n",
+            "#!/opt/node-v22/bin/node --harmony\n",
+            "#!/usr/bin/nodejs\r\n",
+        ] {
+            assert!(is_node_shebang(yes.as_bytes()), "{yes:?}");
+        }
+        for no in [
+            "#!/bin/sh\nexec node app.js\n",
+            "#!/usr/bin/env python3\n",
+            "#!/usr/bin/env -S deno run\n",
+            "#!/usr/bin/env\n",
+            "#!\n",
+            "\x7fELF\x02\x01",
+            "node app.js",
+            "#!/usr/bin/env nodemon\n",
+            "#!/usr/bin/env bun\n",
+            "",
+        ] {
+            assert!(!is_node_shebang(no.as_bytes()), "{no:?}");
+        }
+        assert!(!is_node_shebang(b"#!\xff\xfe node"));
+    }
+
+    #[test]
+    fn the_preload_is_named_in_stack_traces() {
+        let options = node_options(None);
+        let b64 = options.trim_start_matches("--import=data:text/javascript;base64,");
+        assert!(!b64.contains(' '));
+        // Decode enough to see the tail: the comment is the last line.
+        assert!(PRELOAD.len() > 1000);
+        let tail = format!("\n//# sourceURL={PRELOAD_NAME}\n");
+        let whole = format!("{PRELOAD}{tail}");
+        assert_eq!(base64(whole.as_bytes()), b64);
+    }
+
+    #[test]
     fn node_options_keep_the_users_own() {
         assert!(node_options(None).starts_with("--import=data:text/javascript;base64,"));
         assert!(node_options(Some("  ")).starts_with("--import="));
@@ -136,18 +239,20 @@ mod tests {
                 port: Some(3000),
                 host: Some("::".into()),
                 path: None,
+                implicit: true,
             },
             FdInfo {
                 fd: 9,
                 port: None,
                 host: None,
                 path: Some("/run/a.sock".into()),
+                implicit: false,
             },
         ];
         let v: serde_json::Value = serde_json::from_str(&listen_map(&fds)).expect("json");
         assert_eq!(
             v,
-            serde_json::json!([{"fd":3,"port":3000,"host":"::"},{"fd":4,"path":"/run/a.sock"}])
+            serde_json::json!([{"fd":3,"port":3000,"host":"::","any":true},{"fd":4,"path":"/run/a.sock"}])
         );
     }
 }

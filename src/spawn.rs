@@ -48,6 +48,7 @@ const OWN_VARS: &[&str] = &[
     node::LISTEN_VAR,
     node::REPORT_VAR,
     node::STOP_SIGNAL_VAR,
+    node::CHANNEL_VAR,
 ];
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -74,9 +75,31 @@ impl Program {
                 .map(|a| cstring(a.as_bytes()))
                 .collect::<io::Result<_>>()?,
             name: name.clone(),
-            is_node: node::is_node_command(name),
+            is_node: node::is_node_command(name) || node_script(&path),
         })
     }
+}
+
+/// Whether `path` is a script whose `#!` line runs Node (a bounded read of
+/// its start; anything unreadable is not).
+fn node_script(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; node::SHEBANG_MAX];
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let mut n = 0;
+    // A short read is possible on odd files; a few reads at most.
+    for _ in 0..4 {
+        match (&file).read(&mut head[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+        if n == head.len() {
+            break;
+        }
+    }
+    node::is_node_shebang(&head[..n])
 }
 
 fn search_path(name: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
@@ -211,6 +234,7 @@ impl Launcher {
             env.push(("NODE_CHANNEL_FD".into(), number.clone().into()));
             env.push(("NODE_CHANNEL_SERIALIZATION_MODE".into(), "json".into()));
             env.push((node::REPORT_VAR.into(), number.into()));
+            env.push((node::CHANNEL_VAR.into(), "1".into()));
             channel = Some(ours);
             theirs = Some(end);
         }

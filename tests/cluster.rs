@@ -142,11 +142,15 @@ fn npm_start_passes_the_preload_to_the_app_not_just_to_npm() {
 
 #[test]
 fn without_the_preload_the_same_app_fails_with_eaddrinuse() {
+    // --no-preload binds PORT only when --listen asks for it (else PORT is
+    // the app's own: tests/sockets.rs); then the app's listen(PORT) fails.
     let Some(app) = node_app("without_the_preload") else {
         return;
     };
     for node in node_versions("without_the_preload") {
+        // --no-preload binds PORT only when --listen asks for it.
         let port = free_port();
+        let listen = port.to_string();
         let mut run = start_node(
             Mode::Subreaper,
             &app,
@@ -154,6 +158,8 @@ fn without_the_preload_the_same_app_fails_with_eaddrinuse() {
             &node,
             &[
                 "--no-preload",
+                "-l",
+                &listen,
                 "--restart",
                 "never",
                 "--",

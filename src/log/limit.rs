@@ -16,6 +16,8 @@ pub enum Kind {
     Control,
     /// accept(2) on the control socket failed for lack of a resource.
     Accept,
+    /// A worker's listen request refused (bad port or host, bind error).
+    Listen,
 }
 
 /// The rate limiter: per key, `LOG_BURST` lines per `LOG_WINDOW`.
