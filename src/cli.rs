@@ -82,6 +82,10 @@ struct Args {
     #[argh(option)]
     log_format: Option<String>,
 
+    /// serve Prometheus metrics at http://ADDR/metrics: PORT or HOST:PORT
+    #[argh(option)]
+    metrics: Option<String>,
+
     /// also log forwarded signals and reaped orphans
     #[argh(switch, short = 'v')]
     verbose: bool,
@@ -110,11 +114,13 @@ pub struct Config {
     pub user_from_env: bool,
     pub log_format: Format,
     pub verbose: bool,
+    /// --metrics: the address to serve /metrics on, as given (checked).
+    pub metrics: Option<String>,
 }
 
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Config),
+    Run(Box<Config>),
     /// --help or --version: print this on stdout and exit 0.
     Print(String),
 }
@@ -387,10 +393,18 @@ fn parse_with_cpus(
         };
         CliError(format!("{name}: {why}"))
     })?;
+    let metrics = match pick(a.metrics, "--metrics", "PMINIT_METRICS", getenv) {
+        None => None,
+        Some((v, src)) => {
+            crate::metrics::parse_addr(&v)
+                .map_err(|why| CliError(format!("{}: invalid value {v:?}: {why}", src.name())))?;
+            Some(v)
+        }
+    };
     if a.command.is_empty() {
         return Err(CliError(format!("no command given; {USAGE}")));
     }
-    Ok(Parsed::Run(Config {
+    Ok(Parsed::Run(Box::new(Config {
         listen: listen_addrs,
         layout,
         preload,
@@ -413,7 +427,8 @@ fn parse_with_cpus(
         user_from_env,
         log_format,
         verbose,
-    }))
+        metrics,
+    })))
 }
 
 #[cfg(test)]
@@ -428,7 +443,7 @@ mod tests {
             .collect();
         let getenv = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         match parse_with_cpus(&args, &getenv, 2) {
-            Ok(Parsed::Run(c)) => Ok(c),
+            Ok(Parsed::Run(c)) => Ok(*c),
             Ok(Parsed::Print(p)) => Err(format!("PRINT {p}")),
             Err(CliError(m)) => Err(m),
         }

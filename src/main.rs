@@ -8,6 +8,7 @@ mod ipc;
 mod limits;
 mod listen;
 mod log;
+mod metrics;
 mod node;
 mod notify;
 mod parse;
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
         }
     };
     log::init(config.log_format, config.verbose);
-    match event_loop::run(config) {
+    match event_loop::run(*config) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("pminit: {e}");

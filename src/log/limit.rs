@@ -16,6 +16,8 @@ pub enum Kind {
     Control,
     /// accept(2) on the control socket failed for lack of a resource.
     Accept,
+    /// The metrics endpoint: accept failures, clients evicted or timed out.
+    Metrics,
 }
 
 /// The rate limiter: per key, `LOG_BURST` lines per `LOG_WINDOW`.
