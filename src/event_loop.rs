@@ -480,6 +480,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         interactive: settings.interactive,
         // Switching needs root; lookup() already refused a non-root pminit
         // any identity but its own, which needs no switch.
+        instance_var: config.instance_var.clone(),
         user: user.filter(|_| {
             // SAFETY: geteuid has no preconditions and cannot fail.
             unsafe { libc::geteuid() == 0 }
