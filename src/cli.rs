@@ -82,6 +82,22 @@ struct Args {
     #[argh(option)]
     log_format: Option<String>,
 
+    /// run the app of this pm2 ecosystem file (.js, .cjs, .mjs, .json); flags win over it
+    #[argh(option)]
+    config: Option<String>,
+
+    /// with --config: merge the app's env_NAME over its env, as pm2 start --env NAME
+    #[argh(option)]
+    env: Option<String>,
+
+    /// with --config: the app of a multi-app file to run, by name
+    #[argh(option)]
+    only: Option<String>,
+
+    /// serve Prometheus metrics at http://ADDR/metrics: PORT or HOST:PORT
+    #[argh(option)]
+    metrics: Option<String>,
+
     /// also log forwarded signals and reaped orphans
     #[argh(switch, short = 'v')]
     verbose: bool,
@@ -110,11 +126,22 @@ pub struct Config {
     pub user_from_env: bool,
     pub log_format: Format,
     pub verbose: bool,
+    /// --metrics: the address to serve /metrics on, as given (checked).
+    pub metrics: Option<String>,
+    /// --config: variables for the workers (env, env_NAME, port), set in
+    /// pminit's environment before anything starts.
+    pub env: Vec<(String, String)>,
+    /// --config: the app's cwd and the field it came from.
+    pub cwd: Option<(String, String)>,
+    /// --config: instance_var, set to the slot like NODE_APP_INSTANCE.
+    pub instance_var: Option<String>,
+    /// --config: one line each, logged before anything starts.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug)]
 pub enum Parsed {
-    Run(Config),
+    Run(Box<Config>),
     /// --help or --version: print this on stdout and exit 0.
     Print(String),
 }
@@ -131,11 +158,15 @@ struct Source {
     flag: &'static str,
     env: &'static str,
     from_env: bool,
+    /// From the --config file: "FILE: FIELD".
+    from_file: Option<String>,
 }
 
 impl Source {
     fn name(&self) -> String {
-        if self.from_env {
+        if let Some(field) = &self.from_file {
+            format!("{field} (for {})", self.flag)
+        } else if self.from_env {
             format!("{} (for {})", self.env, self.flag)
         } else {
             self.flag.to_string()
@@ -143,23 +174,48 @@ impl Source {
     }
 }
 
-/// The flag's value, else the variable's (an empty variable counts as unset).
+/// The values of a --config file, by flag: the layer under the command
+/// line and the environment.
+#[derive(Default)]
+struct FileValues {
+    values: Vec<(&'static str, String, String)>,
+}
+
+impl FileValues {
+    fn get(&self, flag: &str) -> Option<(String, String)> {
+        self.values
+            .iter()
+            .find(|(f, _, _)| *f == flag)
+            .map(|(_, v, field)| (v.clone(), field.clone()))
+    }
+}
+
+/// The flag's value, else the variable's (an empty variable counts as
+/// unset), else the config file's.
 fn pick(
     flag_value: Option<String>,
     flag: &'static str,
     env: &'static str,
     getenv: &dyn Fn(&str) -> Option<String>,
+    file: &FileValues,
 ) -> Option<(String, Source)> {
     let mut source = Source {
         flag,
         env,
         from_env: false,
+        from_file: None,
     };
     if let Some(v) = flag_value {
         return Some((v, source));
     }
     source.from_env = true;
-    getenv(env).filter(|v| !v.is_empty()).map(|v| (v, source))
+    if let Some(v) = getenv(env).filter(|v| !v.is_empty()) {
+        return Some((v, source));
+    }
+    let (v, field) = file.get(flag)?;
+    source.from_env = false;
+    source.from_file = Some(field);
+    Some((v, source))
 }
 
 fn bad(source: &Source, value: &str, accepted: &str) -> CliError {
@@ -175,8 +231,9 @@ fn duration_opt(
     env: &'static str,
     default: Duration,
     getenv: &dyn Fn(&str) -> Option<String>,
+    file: &FileValues,
 ) -> Result<Duration, CliError> {
-    match pick(flag_value, flag, env, getenv) {
+    match pick(flag_value, flag, env, getenv, file) {
         None => Ok(default),
         Some((v, src)) => parse::duration(&v).ok_or_else(|| bad(&src, &v, parse::DURATION_FORMS)),
     }
@@ -195,15 +252,17 @@ fn bool_opt(
     name: &'static str,
     env: &'static str,
     getenv: &dyn Fn(&str) -> Option<String>,
+    file: &FileValues,
 ) -> Result<bool, CliError> {
     if flag {
         return Ok(true);
     }
-    match getenv(env).filter(|v| !v.is_empty()) {
+    match pick(None, name, env, getenv, file) {
         None => Ok(false),
-        Some(v) => bool_env(&v).ok_or_else(|| {
+        Some((v, src)) => bool_env(&v).ok_or_else(|| {
             CliError(format!(
-                "{env} (for {name}): invalid value {v:?}: expected 1, true, yes, 0, false or no"
+                "{}: invalid value {v:?}: expected 1, true, yes, 0, false or no",
+                src.name()
             ))
         }),
     }
@@ -242,12 +301,47 @@ fn parse_with_cpus(
         )));
     }
 
+    let empty = FileValues::default();
+    let app = match pick(a.config, "--config", "PMINIT_CONFIG", getenv, &empty) {
+        None => {
+            for (flag, var, value) in [
+                ("--env", "PMINIT_ENV", &a.env),
+                ("--only", "PMINIT_ONLY", &a.only),
+            ] {
+                if value.is_some() || getenv(var).is_some_and(|v| !v.is_empty()) {
+                    return Err(CliError(format!("{flag} ({var}) needs --config FILE")));
+                }
+            }
+            None
+        }
+        Some((path, _)) => {
+            let env_name = pick(a.env, "--env", "PMINIT_ENV", getenv, &empty).map(|(v, _)| v);
+            let only = pick(a.only, "--only", "PMINIT_ONLY", getenv, &empty).map(|(v, _)| v);
+            Some(
+                crate::ecosystem::load(&path, env_name.as_deref(), only.as_deref())
+                    .map_err(CliError)?,
+            )
+        }
+    };
+    let file = FileValues {
+        values: app
+            .as_ref()
+            .map(|a| {
+                a.options
+                    .iter()
+                    .map(|(flag, v, field)| (*flag, v.clone(), format!("{}: {field}", a.file)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let file = &file;
     let kill_timeout = duration_opt(
         a.kill_timeout,
         "--kill-timeout",
         "PMINIT_KILL_TIMEOUT",
         Duration::from_secs(8),
         getenv,
+        file,
     )?;
     let stop_delay = duration_opt(
         a.stop_delay,
@@ -255,6 +349,7 @@ fn parse_with_cpus(
         "PMINIT_STOP_DELAY",
         Duration::ZERO,
         getenv,
+        file,
     )?;
     let min_uptime = duration_opt(
         a.min_uptime,
@@ -262,8 +357,15 @@ fn parse_with_cpus(
         "PMINIT_MIN_UPTIME",
         Duration::from_secs(1),
         getenv,
+        file,
     )?;
-    let stop_signal = match pick(a.stop_signal, "--stop-signal", "PMINIT_STOP_SIGNAL", getenv) {
+    let stop_signal = match pick(
+        a.stop_signal,
+        "--stop-signal",
+        "PMINIT_STOP_SIGNAL",
+        getenv,
+        file,
+    ) {
         None => libc::SIGINT,
         Some((v, src)) => match parse::signal(&v) {
             Some(libc::SIGKILL) | Some(libc::SIGSTOP) | None => {
@@ -279,7 +381,7 @@ fn parse_with_cpus(
             Some(n) => n,
         },
     };
-    let restart = match pick(a.restart, "--restart", "PMINIT_RESTART", getenv) {
+    let restart = match pick(a.restart, "--restart", "PMINIT_RESTART", getenv, file) {
         None => Restart::OnFailure,
         Some((v, src)) => match v.as_str() {
             "always" => Restart::Always,
@@ -293,6 +395,7 @@ fn parse_with_cpus(
         "--max-restarts",
         "PMINIT_MAX_RESTARTS",
         getenv,
+        file,
     ) {
         None => 16,
         Some((v, src)) => match v.trim().parse::<u32>() {
@@ -300,7 +403,13 @@ fn parse_with_cpus(
             _ => return Err(bad(&src, &v, "a whole number of at least 1")),
         },
     };
-    let log_format = match pick(a.log_format, "--log-format", "PMINIT_LOG_FORMAT", getenv) {
+    let log_format = match pick(
+        a.log_format,
+        "--log-format",
+        "PMINIT_LOG_FORMAT",
+        getenv,
+        file,
+    ) {
         None => Format::Text,
         Some((v, src)) => match v.as_str() {
             "text" => Format::Text,
@@ -308,21 +417,34 @@ fn parse_with_cpus(
             _ => return Err(bad(&src, &v, "text or json")),
         },
     };
-    let (user, user_from_env) = match pick(a.user, "--user", "PMINIT_USER", getenv) {
+    let (user, user_from_env) = match pick(a.user, "--user", "PMINIT_USER", getenv, file) {
         None => (None, false),
         Some((v, src)) => (
             Some(user::parse_spec(&v).map_err(|why| CliError(format!("{}: {why}", src.name())))?),
             src.from_env,
         ),
     };
-    let verbose = bool_opt(a.verbose, "--verbose", "PMINIT_VERBOSE", getenv)?;
-    let preload = !bool_opt(a.no_preload, "--no-preload", "PMINIT_NO_PRELOAD", getenv)?;
-    let wait_ready = bool_opt(a.wait_ready, "--wait-ready", "PMINIT_WAIT_READY", getenv)?;
+    let verbose = bool_opt(a.verbose, "--verbose", "PMINIT_VERBOSE", getenv, file)?;
+    let preload = !bool_opt(
+        a.no_preload,
+        "--no-preload",
+        "PMINIT_NO_PRELOAD",
+        getenv,
+        file,
+    )?;
+    let wait_ready = bool_opt(
+        a.wait_ready,
+        "--wait-ready",
+        "PMINIT_WAIT_READY",
+        getenv,
+        file,
+    )?;
     let send_shutdown = bool_opt(
         a.send_shutdown,
         "--send-shutdown",
         "PMINIT_SEND_SHUTDOWN",
         getenv,
+        file,
     )?;
     let listen_timeout = duration_opt(
         a.listen_timeout,
@@ -330,12 +452,19 @@ fn parse_with_cpus(
         "PMINIT_LISTEN_TIMEOUT",
         Duration::from_secs(3),
         getenv,
+        file,
     )?;
-    let max_memory = match pick(a.max_memory, "--max-memory", "PMINIT_MAX_MEMORY", getenv) {
+    let max_memory = match pick(
+        a.max_memory,
+        "--max-memory",
+        "PMINIT_MAX_MEMORY",
+        getenv,
+        file,
+    ) {
         None => None,
         Some((v, src)) => Some(parse::size(&v).ok_or_else(|| bad(&src, &v, parse::SIZE_FORMS))?),
     };
-    let instances = match pick(a.instances, "--instances", "PMINIT_INSTANCES", getenv) {
+    let instances = match pick(a.instances, "--instances", "PMINIT_INSTANCES", getenv, file) {
         None => 1,
         Some((v, src)) => {
             parse::instances(&v, cpus).ok_or_else(|| bad(&src, &v, parse::INSTANCES_FORMS))?
@@ -347,6 +476,7 @@ fn parse_with_cpus(
         "--socket-layout",
         "PMINIT_SOCKET_LAYOUT",
         getenv,
+        file,
     ) {
         None => Layout::Shared,
         Some((v, src)) => match v.as_str() {
@@ -387,10 +517,33 @@ fn parse_with_cpus(
         };
         CliError(format!("{name}: {why}"))
     })?;
-    if a.command.is_empty() {
+    let metrics = match pick(a.metrics, "--metrics", "PMINIT_METRICS", getenv, file) {
+        None => None,
+        Some((v, src)) => {
+            crate::metrics::parse_addr(&v)
+                .map_err(|why| CliError(format!("{}: invalid value {v:?}: {why}", src.name())))?;
+            Some(v)
+        }
+    };
+    // A command after `--` wins over the file's script.
+    let command = match (&app, a.command.is_empty()) {
+        (Some(app), true) => app.command.clone(),
+        _ => a.command,
+    };
+    if command.is_empty() {
         return Err(CliError(format!("no command given; {USAGE}")));
     }
-    Ok(Parsed::Run(Config {
+    let (env, cwd, instance_var, warnings) = match app {
+        Some(app) => (
+            app.env,
+            app.cwd
+                .map(|(dir, field)| (dir, format!("{}: {field}", app.file))),
+            app.instance_var,
+            app.warnings,
+        ),
+        None => Default::default(),
+    };
+    Ok(Parsed::Run(Box::new(Config {
         listen: listen_addrs,
         layout,
         preload,
@@ -408,12 +561,17 @@ fn parse_with_cpus(
             listen_timeout,
             interactive: false,
         },
-        command: a.command,
+        command,
         user,
         user_from_env,
         log_format,
         verbose,
-    }))
+        metrics,
+        env,
+        cwd,
+        instance_var,
+        warnings,
+    })))
 }
 
 #[cfg(test)]
@@ -428,7 +586,7 @@ mod tests {
             .collect();
         let getenv = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         match parse_with_cpus(&args, &getenv, 2) {
-            Ok(Parsed::Run(c)) => Ok(c),
+            Ok(Parsed::Run(c)) => Ok(*c),
             Ok(Parsed::Print(p)) => Err(format!("PRINT {p}")),
             Err(CliError(m)) => Err(m),
         }
@@ -713,6 +871,40 @@ mod tests {
             ),
         ];
         assert_rejected(table);
+    }
+
+    #[test]
+    fn flags_and_variables_win_over_the_config_file_which_wins_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("pminit-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("eco.json");
+        std::fs::write(
+            &file,
+            r#"{"apps": [{"script": "app.js", "instances": 3, "kill_timeout": 2500,
+                "wait_ready": true, "min_uptime": "2s", "env": {"A": "1"}}]}"#,
+        )
+        .expect("write");
+        let f = file.to_string_lossy();
+        let c = run(&format!("--config {f}"), &[]).expect("valid");
+        assert_eq!(c.command, ["node", "app.js"]);
+        assert_eq!(c.settings.instances, 3);
+        assert_eq!(c.settings.kill_timeout, Duration::from_millis(2500));
+        assert_eq!(c.settings.min_uptime, Duration::from_secs(2));
+        assert_eq!(c.settings.restart, Restart::Always, "pm2's autorestart");
+        assert!(c.wait_ready);
+        assert_eq!(c.env, [("A".to_string(), "1".to_string())]);
+        let c = run(
+            &format!("--config {f} -i 1 --min-uptime 5s -- node other.js"),
+            &[("PMINIT_KILL_TIMEOUT", "4s")],
+        )
+        .expect("valid");
+        assert_eq!(c.settings.instances, 1);
+        assert_eq!(c.settings.min_uptime, Duration::from_secs(5));
+        assert_eq!(c.settings.kill_timeout, Duration::from_secs(4));
+        assert_eq!(c.command, ["node", "other.js"]);
+        let c = run("", &[("PMINIT_CONFIG", &f)]).expect("valid");
+        assert_eq!(c.settings.instances, 3);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

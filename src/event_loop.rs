@@ -23,6 +23,7 @@ use crate::core::{Action, Event, Note, Supervisor};
 use crate::ipc::{Channel, Message};
 use crate::limits::LISTEN_REQUESTS_PER_WAKE;
 use crate::listen::{Addr, ShareError, Sockets};
+use crate::metrics::Metrics;
 use crate::notify::{self, NotifySocket};
 use crate::spawn::{self, Launcher, Program};
 use crate::strays::{kill_all, StraySweep};
@@ -101,6 +102,8 @@ struct Shell {
     slots: HashMap<i32, usize>,
     notify: Option<NotifySocket>,
     control: Option<control::Server>,
+    /// --metrics: the endpoint and the counters it keeps from the notes.
+    metrics: Option<Metrics>,
     /// CPU time of each worker at the previous `status`, for its cpu %.
     cpu_seen: HashMap<i32, (u64, Instant)>,
     wait_ready: bool,
@@ -212,6 +215,9 @@ impl Shell {
                     log::flush_all();
                 }
                 log::note(&note);
+                if let Some(m) = self.metrics.as_mut() {
+                    m.counters.observe(&note);
+                }
                 if let Some(c) = self.control.as_mut().filter(|c| c.has_waiters()) {
                     c.progress(&note, log::text(&note));
                 }
@@ -566,6 +572,11 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             ))
         })
         .ok();
+    // Bound before any worker starts: a failure is a start-up error.
+    let metrics = match &config.metrics {
+        None => None,
+        Some(text) => Some(Metrics::bind(text).map_err(|message| StartError { code: 1, message })?),
+    };
     let mut settings = config.settings;
     settings.interactive = sys::isatty(libc::STDIN_FILENO);
     let options = spawn::Options {
@@ -576,6 +587,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         interactive: settings.interactive,
         // Switching needs root; lookup() already refused a non-root pminit
         // any identity but its own, which needs no switch.
+        instance_var: config.instance_var.clone(),
         user: user.filter(|_| {
             // SAFETY: geteuid has no preconditions and cannot fail.
             unsafe { libc::geteuid() == 0 }
@@ -589,6 +601,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         slots: HashMap::new(),
         notify,
         control,
+        metrics,
         cpu_seen: HashMap::new(),
         wait_ready: config.wait_ready,
         send_shutdown: config.send_shutdown,
@@ -633,11 +646,16 @@ pub fn run(config: Config) -> Result<i32, StartError> {
 
         let deadline = sup.next_deadline();
         let control_deadline = shell.control.as_ref().and_then(|c| c.next_deadline());
+        let metrics_deadline = shell
+            .metrics
+            .as_ref()
+            .and_then(|m| m.server.next_deadline());
         let resweep = shell.stray_sweep.as_ref().map(|s| s.next);
         let wake = [
             deadline,
             memory_check,
             control_deadline,
+            metrics_deadline,
             log::next_deadline(),
             resweep,
         ]
@@ -657,6 +675,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         ];
         if let Some(c) = &shell.control {
             fds.extend(c.poll_set());
+        }
+        let first_metrics = fds.len();
+        if let Some(m) = &shell.metrics {
+            fds.extend(m.server.poll_set());
         }
         let first_channel = fds.len();
         fds.extend(
@@ -678,7 +700,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
                 .map(Event::Signal),
         );
         shell.messages(&readable, &polled, first_channel, &sup, &mut queue);
-        shell.control_requests(&readable[2..first_channel], &sup, &mut queue);
+        shell.control_requests(&readable[2..first_metrics], &sup, &mut queue);
+        if let Some(m) = shell.metrics.as_mut() {
+            m.serve(&readable[first_metrics..first_channel], &sup);
+        }
         loop {
             match sys::reap_one() {
                 sys::Reaped::Child(pid, status) => {

@@ -79,6 +79,23 @@ pub const CONTROL_MAX_OUTPUT: usize = 64 * 1024;
 pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(100);
 pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+// --- Metrics endpoint (src/metrics/server.rs) -------------------------
+
+/// HTTP connections served at once; a new one past this evicts the oldest
+/// that has not sent its whole request (a scraper sends it at once).
+pub const METRICS_MAX_CLIENTS: usize = 16;
+/// Connections accepted per wake-up.
+pub const METRICS_ACCEPTS_PER_WAKE: usize = 16;
+/// The longest request head (request line and headers); a longer one gets
+/// 400 and is closed.
+pub const METRICS_MAX_REQUEST: usize = 8 * 1024;
+/// A client has this long from its connection to send its request head,
+/// and as long again to read the answer; then it is closed.
+pub const METRICS_IDLE: Duration = Duration::from_secs(3);
+/// The largest page served: past this the per-worker series are left out
+/// (with a comment saying so) rather than grow a buffer without bound.
+pub const METRICS_MAX_PAGE: usize = 512 * 1024;
+
 // --- pminit's own log lines (src/log.rs) --------------------------------
 
 /// Lines of one kind (per worker where there is one) written per window;

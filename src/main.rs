@@ -3,11 +3,13 @@
 mod cli;
 mod control;
 mod core;
+mod ecosystem;
 mod event_loop;
 mod ipc;
 mod limits;
 mod listen;
 mod log;
+mod metrics;
 mod node;
 mod notify;
 mod parse;
@@ -67,11 +69,32 @@ fn main() -> ExitCode {
         }
     };
     log::init(config.log_format, config.verbose);
-    match event_loop::run(config) {
+    for w in &config.warnings {
+        log::warn(w);
+    }
+    if let Err(message) = enter(&config) {
+        eprintln!("pminit: {message}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match event_loop::run(*config) {
         Ok(code) => ExitCode::from(code as u8),
         Err(e) => {
             eprintln!("pminit: {e}");
             ExitCode::from(e.code as u8)
         }
     }
+}
+
+/// --config: the app's cwd and environment become pminit's before anything
+/// starts, so the command, `$PORT` and the workers see them. (One thread
+/// runs at this point: setting variables is safe.)
+fn enter(config: &cli::Config) -> Result<(), String> {
+    if let Some((dir, field)) = &config.cwd {
+        std::env::set_current_dir(dir)
+            .map_err(|e| format!("{field}: cannot change to {dir:?}: {e}"))?;
+    }
+    for (k, v) in &config.env {
+        std::env::set_var(k, v);
+    }
+    Ok(())
 }

@@ -149,6 +149,8 @@ pub struct Options {
     pub interactive: bool,
     /// --user: the identity workers take before exec.
     pub user: Option<Identity>,
+    /// pm2's instance_var (--config): one more variable set to the slot.
+    pub instance_var: Option<String>,
 }
 
 /// What pminit needs to start any slot's worker.
@@ -208,6 +210,10 @@ impl Launcher {
         }
         if let Some(address) = &self.options.notify_socket {
             env.push(("NOTIFY_SOCKET".into(), address.into()));
+        }
+        if let Some(var) = &self.options.instance_var {
+            env.retain(|(k, _)| k != var.as_str());
+            env.push((var.into(), slot.to_string().into()));
         }
         if let Some(id) = &self.options.user {
             // What login, su and Docker's --user give a process.

@@ -27,6 +27,16 @@ impl Supervisor {
         self.reload.is_some()
     }
 
+    /// Each slot's quick deaths in a row (a crash loop at --max-restarts),
+    /// for the metrics endpoint.
+    pub fn quick_deaths(&self) -> Vec<u32> {
+        self.slots.iter().map(|s| s.quick_deaths).collect()
+    }
+
+    pub fn max_restarts(&self) -> u32 {
+        self.settings.max_restarts
+    }
+
     /// The generation whose `reload_finished` (or `reload_failed`) answers
     /// a reload requested now; None when a reload would be ignored
     /// (stopping). A request during a reload folds into one more after it.

@@ -18,6 +18,8 @@ pub enum Kind {
     Accept,
     /// A worker's listen request refused (bad port or host, bind error).
     Listen,
+    /// The metrics endpoint: accept failures, clients evicted or timed out.
+    Metrics,
 }
 
 /// The rate limiter: per key, `LOG_BURST` lines per `LOG_WINDOW`.
