@@ -1,0 +1,290 @@
+//! What the loop reads besides signals and exits: control requests (and
+//! the `status` they ask for), and workers' IPC messages (readiness, the
+//! preload's listen requests). Each is bounded per wake-up (src/limits.rs).
+
+use super::*;
+
+impl Shell {
+    /// Answers what control clients asked; state changes become events.
+    pub(super) fn control_requests(
+        &mut self,
+        ready: &[bool],
+        sup: &Supervisor,
+        queue: &mut VecDeque<Event>,
+    ) {
+        let Some(server) = self.control.as_mut() else {
+            return;
+        };
+        let requests = server.serve(ready);
+        for (id, request) in requests {
+            let outcome = match request {
+                Request::Status => Outcome::Reply(Reply::Status(self.status(sup))),
+                Request::Ready => {
+                    let why = sup.readiness().err();
+                    Outcome::Reply(Reply::Ready {
+                        ready: why.is_none(),
+                        why,
+                    })
+                }
+                Request::Reload => match sup.reload_target() {
+                    Some(generation) => {
+                        queue.push_back(Event::Signal(libc::SIGHUP));
+                        Outcome::Wait(generation)
+                    }
+                    None => Outcome::Reply(Reply::Done {
+                        ok: false,
+                        message: "pminit is stopping: no reload".into(),
+                    }),
+                },
+                Request::Scale { to } if sup.reload_target().is_some() => {
+                    queue.push_back(Event::Scale(to));
+                    Outcome::Reply(Reply::Done {
+                        ok: true,
+                        message: format!(
+                            "scaling from {} to {} workers",
+                            sup.instances(),
+                            to.from(sup.instances())
+                        ),
+                    })
+                }
+                Request::Scale { .. } => Outcome::Reply(Reply::Done {
+                    ok: false,
+                    message: "pminit is stopping: no scaling".into(),
+                }),
+                Request::Prestop => {
+                    queue.push_back(Event::Prestop);
+                    Outcome::Reply(Reply::Done {
+                        ok: true,
+                        message: "draining: `pminit ready` fails from now on; still serving".into(),
+                    })
+                }
+            };
+            if let Some(server) = self.control.as_mut() {
+                server.answer(id, outcome);
+            }
+        }
+    }
+
+    /// `pminit status`: the core's view plus memory and CPU from /proc.
+    pub(super) fn status(&mut self, sup: &Supervisor) -> control::Status {
+        let now = Instant::now();
+        let views = sup.workers();
+        let pids: Vec<i32> = views.iter().filter_map(|v| v.pid).collect();
+        let usage: HashMap<i32, sys::Usage> = sys::group_usage(&pids).into_iter().collect();
+        let mut seen = HashMap::new();
+        let workers = views
+            .into_iter()
+            .map(|v| {
+                let used = v.pid.and_then(|p| usage.get(&p).copied());
+                let cpu_percent = match (v.pid, used, v.since) {
+                    (Some(pid), Some(u), Some(since)) => {
+                        // Since the previous status, or since the worker started.
+                        let (before, at) = self.cpu_seen.get(&pid).copied().unwrap_or((0, since));
+                        seen.insert(pid, (u.cpu_ms, now));
+                        let wall = now.saturating_duration_since(at).as_millis() as f64;
+                        let busy = u.cpu_ms.saturating_sub(before) as f64;
+                        Some(if wall > 0.0 { busy * 100.0 / wall } else { 0.0 })
+                    }
+                    _ => None,
+                };
+                control::Row {
+                    slot: v.slot,
+                    pid: v.pid,
+                    generation: v.generation,
+                    state: v.state,
+                    restarts: v.restarts,
+                    uptime_ms: v
+                        .since
+                        .map(|s| now.saturating_duration_since(s).as_millis() as u64),
+                    rss_bytes: used.map(|u| u.rss_bytes),
+                    cpu_ms: used.map(|u| u.cpu_ms),
+                    cpu_percent,
+                }
+            })
+            .collect();
+        self.cpu_seen = seen;
+        control::Status {
+            pid: self.me,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            phase: sup.phase_name().to_string(),
+            ready: sup.readiness().is_ok(),
+            instances: sup.instances(),
+            generation: sup.generation(),
+            reloading: sup.reloading(),
+            workers,
+        }
+    }
+
+    /// What the workers said on their channels and the notify socket.
+    pub(super) fn messages(
+        &mut self,
+        readable: &[bool],
+        polled: &[i32],
+        first_channel: usize,
+        sup: &Supervisor,
+        queue: &mut VecDeque<Event>,
+    ) {
+        // One Ready per worker per wake-up is enough; a flood of them is not
+        // a flood of events.
+        let mut readied: Vec<i32> = Vec::new();
+        if readable.get(1).copied().unwrap_or(false) {
+            if let Some(n) = &self.notify {
+                let batch = n.recv();
+                let workers: Vec<i32> = if batch.is_empty() {
+                    Vec::new()
+                } else {
+                    sup.workers().iter().filter_map(|w| w.pid).collect()
+                };
+                for note in batch {
+                    let worker = match notify::worker_of(note.pid, &workers, sys::getpgid) {
+                        Ok(w) => w,
+                        Err(why) => {
+                            let who = if note.pid > 0 { note.pid } else { 0 };
+                            log::warn_limited(
+                                log::Kind::NotifyRefused,
+                                0,
+                                &format!("dropped a notify datagram from pid {who}: {why}"),
+                            );
+                            continue;
+                        }
+                    };
+                    for line in note.lines {
+                        if line == "READY=1" && self.wait_ready && !readied.contains(&worker) {
+                            readied.push(worker);
+                            queue.push_back(Event::Ready { pid: worker });
+                        }
+                        log::note_limited(
+                            log::Kind::Notified,
+                            worker,
+                            &Note::Notified {
+                                pid: worker,
+                                message: line,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+        for (k, &pid) in polled.iter().enumerate() {
+            if !readable.get(first_channel + k).copied().unwrap_or(false) {
+                continue;
+            }
+            let Some(c) = self.channels.get_mut(&pid) else {
+                continue;
+            };
+            let mut ready = false;
+            let mut requests = Vec::new();
+            for m in c.read() {
+                match m {
+                    Ok(Message::Ready) if self.wait_ready => ready = true,
+                    Ok(Message::Listening) if !self.wait_ready => ready = true,
+                    Ok(Message::Listen { id, request }) => requests.push((id, request)),
+                    Ok(_) => {}
+                    Err(reason) => {
+                        c.dropped += 1;
+                        log::warn_limited(
+                            log::Kind::IpcDropped,
+                            pid,
+                            &format!(
+                                "worker pid {pid}: dropped {reason} from its IPC channel ({} so far)",
+                                c.dropped
+                            ),
+                        );
+                    }
+                }
+            }
+            if ready && !readied.contains(&pid) {
+                readied.push(pid);
+                queue.push_back(Event::Ready { pid });
+            }
+            for (k, (id, request)) in requests.into_iter().enumerate() {
+                let request = match request {
+                    _ if k >= LISTEN_REQUESTS_PER_WAKE => Err(ShareError {
+                        code: "EAGAIN",
+                        message: format!(
+                            "more than {LISTEN_REQUESTS_PER_WAKE} listen requests at once; ask one at a time"
+                        ),
+                    }),
+                    Ok(r) => Ok(r),
+                    Err(message) => Err(ShareError {
+                        code: "EINVAL",
+                        message,
+                    }),
+                };
+                self.answer_listen(pid, id, request);
+            }
+        }
+    }
+
+    /// Answers a worker's listen request: the socket as a `NODE_HANDLE`
+    /// message (Node's own way to pass a server handle, fd in SCM_RIGHTS),
+    /// or an error its preload turns into the server's 'error' event. The
+    /// inner message's `cmd` starts with `NODE_`, so Node hands it to the
+    /// preload's 'internalMessage' listener and never to the app's own
+    /// `process.on('message')`.
+    pub(super) fn answer_listen(
+        &mut self,
+        pid: i32,
+        id: u64,
+        request: Result<(u16, Option<IpAddr>), ShareError>,
+    ) {
+        let slot = self.slots.get(&pid).copied().unwrap_or(0);
+        let shared = match request {
+            Ok((port, host)) => self.launcher.sockets.share(port, host, slot),
+            Err(e) => Err(e),
+        };
+        let Some(channel) = self.channels.get(&pid) else {
+            return;
+        };
+        let sent = match shared {
+            Ok(s) => {
+                let address = s.bound.ip().to_string();
+                let port = s.bound.port();
+                if let Some(from) = s.moved_from {
+                    log::warn(&format!(
+                        "$PORT {port}: the app listens on {address} only, so pminit moved the socket there from {from} (nothing answers on other addresses)"
+                    ));
+                } else if s.new {
+                    log::warn(&format!(
+                        "sharing {} among the workers: worker pid {pid}'s app listens there",
+                        s.bound
+                    ));
+                }
+                let msg = serde_json::json!({
+                    "cmd": "NODE_HANDLE",
+                    "type": "net.Native",
+                    "msg": {
+                        "cmd": node::LISTEN_ANSWER,
+                        "id": id,
+                        "address": address,
+                        "port": port,
+                        "declared": s.declared,
+                    },
+                });
+                channel.send_with_fd(&msg, s.fd)
+            }
+            Err(e) => {
+                log::warn_limited(
+                    log::Kind::Listen,
+                    pid,
+                    &format!(
+                        "worker pid {pid}: listen refused: {} ({})",
+                        e.message, e.code
+                    ),
+                );
+                channel.send(&serde_json::json!({
+                    "cmd": node::LISTEN_ANSWER,
+                    "id": id,
+                    "error": { "code": e.code, "message": e.message },
+                }))
+            }
+        };
+        if let Err(e) = sent {
+            log::warn_limited(
+                log::Kind::Listen,
+                pid,
+                &format!("worker pid {pid}: cannot answer its listen request: {e}"),
+            );
+        }
+    }
+}
