@@ -12,7 +12,11 @@
 //!   over the group; a classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`)
 //!   steers them to the slots whose worker is running, so a slot whose
 //!   worker is down gets none while it is down.
+//! - `sticky` (`--sticky`): the per-worker sockets, with a program that
+//!   picks the slot by a hash of the client's source address, so one
+//!   client keeps one worker (src/steer.rs).
 
+use crate::steer;
 use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     SockaddrIn, SockaddrIn6, UnixAddr,
@@ -164,6 +168,8 @@ pub fn check_overlaps(addrs: &[Addr]) -> Result<(), String> {
 pub enum Layout {
     Shared,
     PerWorker,
+    /// PerWorker sockets steered by the client's source address.
+    Sticky,
 }
 
 /// One `--listen` address and the socket(s) bound to it.
@@ -179,6 +185,7 @@ struct Listener {
 
 pub struct Sockets {
     listeners: Vec<Listener>,
+    layout: Layout,
 }
 
 /// What a Node worker's preload needs to know about one fd.
@@ -326,7 +333,7 @@ impl Sockets {
             }
             listeners.push(l);
         }
-        Ok(Sockets { listeners })
+        Ok(Sockets { listeners, layout })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -375,9 +382,10 @@ impl Sockets {
             .join(":")
     }
 
-    /// per-worker layout: new connections go only to the sockets of `live`
-    /// slots. With none live, the kernel's own hash decides (connections
-    /// wait in the queues for the replacements).
+    /// per-worker and sticky layouts: new connections go only to the
+    /// sockets of `live` slots (src/steer.rs says how each picks one).
+    /// With none live, the kernel's own hash decides (connections wait in
+    /// the queues for the replacements).
     pub fn steer(&self, live: &[usize]) -> io::Result<()> {
         for l in &self.listeners {
             let Some(first) = l.per_slot.first() else {
@@ -388,7 +396,14 @@ impl Sockets {
                 .filter(|&&s| s < l.per_slot.len())
                 .map(|&s| s as u32)
                 .collect();
-            let mut prog = steering_program(&live);
+            let mut prog = match self.layout {
+                // Every socket ever bound stays in the group (a slot removed
+                // by a scale-down keeps its socket), so the group's size is
+                // the most slots there have been: see README "Sticky
+                // sessions".
+                Layout::Sticky => steer::sticky(l.per_slot.len() as u32, &live),
+                Layout::PerWorker | Layout::Shared => steer::random(&live),
+            };
             let fprog = libc::sock_fprog {
                 len: prog.len() as u16,
                 filter: prog.as_mut_ptr(),
@@ -397,49 +412,6 @@ impl Sockets {
         }
         Ok(())
     }
-}
-
-/// A classic BPF program for a reuseport group: a random number modulo the
-/// count of live slots picks one of them; its result is the socket's index
-/// in the group, which is its slot. An index past the group's end makes the
-/// kernel fall back to its hash.
-pub fn steering_program(live: &[u32]) -> Vec<libc::sock_filter> {
-    const SKF_AD_RANDOM: i32 = 56;
-    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
-    if live.is_empty() {
-        return vec![ins(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX)];
-    }
-    let mut p = vec![
-        ins(
-            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
-            0,
-            0,
-            (libc::SKF_AD_OFF + SKF_AD_RANDOM) as u32,
-        ),
-        ins(
-            libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K,
-            0,
-            0,
-            live.len() as u32,
-        ),
-    ];
-    for (i, &slot) in live.iter().enumerate() {
-        // if A == i: return slot, else skip that return
-        p.push(ins(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            0,
-            1,
-            i as u32,
-        ));
-        p.push(ins(libc::BPF_RET | libc::BPF_K, 0, 0, slot));
-    }
-    p.push(ins(libc::BPF_RET | libc::BPF_K, 0, 0, live[0]));
-    p
 }
 
 #[cfg(test)]
@@ -509,41 +481,5 @@ mod tests {
         let err = check_overlaps(&[a("8080"), a("9090"), a("127.0.0.1:8080")]).unwrap_err();
         assert!(err.contains("8080 and 127.0.0.1:8080"), "{err}");
         assert!(check_overlaps(&[a("8080"), a("9090")]).is_ok());
-    }
-
-    #[test]
-    fn steering_program_maps_random_to_live_slots() {
-        // Interpret the program for every value of the random word mod n.
-        let run = |prog: &[libc::sock_filter], random: u32| -> u32 {
-            let mut a = 0u32;
-            let mut pc = 0;
-            loop {
-                let i = &prog[pc];
-                let code = u32::from(i.code);
-                if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
-                    a = random;
-                } else if code == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K {
-                    a %= i.k;
-                } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
-                    pc += usize::from(if a == i.k { i.jt } else { i.jf });
-                } else if code == libc::BPF_RET | libc::BPF_K {
-                    return i.k;
-                }
-                pc += 1;
-            }
-        };
-        let live = [0, 2, 3];
-        let prog = steering_program(&live);
-        let mut hits = [0; 4];
-        for r in 0..300u32 {
-            hits[run(&prog, r) as usize] += 1;
-        }
-        assert_eq!(hits[1], 0, "slot 1 is down: {hits:?}");
-        assert_eq!(hits[0] + hits[2] + hits[3], 300);
-        assert!(
-            hits.iter().enumerate().all(|(i, &h)| i == 1 || h == 100),
-            "{hits:?}"
-        );
-        assert_eq!(run(&steering_program(&[]), 7), u32::MAX);
     }
 }

@@ -12,6 +12,7 @@ mod node;
 mod notify;
 mod parse;
 mod spawn;
+mod steer;
 mod strays;
 mod sys;
 mod user;
