@@ -432,3 +432,53 @@ fn the_program_steers_by_the_whole_source_address_for_ipv4_and_ipv6() {
     .join()
     .unwrap_or_else(|e| std::panic::resume_unwind(e));
 }
+
+/// `--sticky` needs a TCP address to steer and per-worker sockets: without
+/// them it is a one-line start-up error, exit 2, before anything starts.
+#[test]
+fn sticky_without_a_tcp_address_or_with_the_shared_layout_is_refused() {
+    let sock = std::env::temp_dir().join(format!("pminit-sticky-{}.sock", std::process::id()));
+    let unix = format!("unix:{}", sock.display());
+    let port = free_port().to_string();
+    for (args, env, want) in [
+        (vec!["--sticky", "--", "true"], None, "no TCP address"),
+        (
+            vec!["--sticky", "-l", &unix, "--", "true"],
+            None,
+            "no TCP address",
+        ),
+        (
+            vec!["--", "true"],
+            Some(("PMINIT_STICKY", "1")),
+            "no TCP address",
+        ),
+        (
+            vec![
+                "--sticky",
+                "--socket-layout",
+                "shared",
+                "-l",
+                &port,
+                "--",
+                "true",
+            ],
+            None,
+            "--socket-layout shared",
+        ),
+    ] {
+        let mut cmd = Command::new(PMINIT);
+        cmd.args(&args).env_remove("PORT");
+        if let Some((k, v)) = env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run pminit");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--sticky") && err.contains(want),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_file(&sock);
+}
