@@ -18,12 +18,23 @@
 # their sources changed (a hash in a label). --rebuild makes them all again.
 # Needs root, a running dockerd, debootstrap, and network to the Debian
 # mirror and crates.io.
+#
+# --podman also copies the two project images into podman's store
+# (`docker save | podman load`: the same image, same id, for the podman
+# run of tests/docker.rs), unless podman already has that id.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export DOCKER_BUILDKIT=0
 
 rebuild=0
-[ "${1:-}" = "--rebuild" ] && rebuild=1
+podman=0
+for arg in "$@"; do
+  case "$arg" in
+    --rebuild) rebuild=1 ;;
+    --podman) podman=1 ;;
+    *) echo "usage: $0 [--rebuild] [--podman]" >&2; exit 2 ;;
+  esac
+done
 have() { [ "$rebuild" = 0 ] && docker image inspect "$1" >/dev/null 2>&1; }
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -74,4 +85,14 @@ if ! current pminit-example:test "$example"; then
   echo "== pminit-example:test: docker/example" >&2
   docker build -q --build-arg NODE_IMAGE=pminit-test/node --build-arg PMINIT_IMAGE=pminit:test \
     --label "pminit.source=$example" -t pminit-example:test docker/example >/dev/null
+fi
+
+if [ "$podman" = 1 ]; then
+  for image in pminit:test pminit-example:test; do
+    id=$(docker image inspect -f '{{.Id}}' "$image")
+    if [ "$(podman image inspect -f '{{.Id}}' "$image" 2>/dev/null)" != "${id#sha256:}" ]; then
+      echo "== $image: docker save | podman load" >&2
+      docker save "$image" | podman load -q >/dev/null
+    fi
+  done
 fi

@@ -17,12 +17,13 @@ export DEBIAN_FRONTEND=noninteractive
 echo "== installing test dependencies"
 apt-get update -qq
 # file: the static-binary test; util-linux: unshare and nsenter (PID-1
-# tests); procps: ps; python3: the worker fixtures; docker.io: the
-# end-to-end suite; debootstrap: its builder base image; python3-pytest,
-# -py, -pytest-timeout: dumb-init's own suite; prometheus: promtool for
-# tests/metrics.rs.
-apt-get install -y -qq file util-linux procps python3 docker.io debootstrap \
-    python3-pytest python3-py python3-pytest-timeout prometheus >/dev/null
+# tests); procps: ps; iproute2: ip (tests/sticky.rs's network namespace);
+# python3: the worker fixtures; docker.io and podman: the end-to-end suite
+# (catatonit: podman's --init, only recommended by podman); debootstrap:
+# its builder base image; python3-pytest, -py, -pytest-timeout: dumb-init's
+# own suite; prometheus: promtool for tests/metrics.rs.
+apt-get install -y -qq file util-linux procps iproute2 python3 docker.io debootstrap \
+    podman catatonit python3-pytest python3-py python3-pytest-timeout prometheus >/dev/null
 # nodejs/npm are on the machine image (Node 20), from Debian only if missing.
 command -v node >/dev/null || apt-get install -y -qq nodejs npm >/dev/null
 # The Kubernetes manifest check (tests/k8s.rs).

@@ -30,6 +30,10 @@ struct Args {
     #[argh(option)]
     socket_layout: Option<String>,
 
+    /// one client keeps one worker: per-worker sockets steered by a hash of the client's address (kernel BPF)
+    #[argh(switch)]
+    sticky: bool,
+
     /// do not inject the preload that makes Node's listen(PORT) use pminit's socket
     #[argh(switch)]
     no_preload: bool,
@@ -478,12 +482,24 @@ fn parse_with_cpus(
         getenv,
         file,
     ) {
-        None => Layout::Shared,
-        Some((v, src)) => match v.as_str() {
+        None => None,
+        Some((v, src)) => Some(match v.as_str() {
             "shared" => Layout::Shared,
             "per-worker" => Layout::PerWorker,
             _ => return Err(bad(&src, &v, "shared or per-worker")),
-        },
+        }),
+    };
+    // --sticky is the per-worker layout with another steering program.
+    let layout = match (
+        bool_opt(a.sticky, "--sticky", "PMINIT_STICKY", getenv, file)?,
+        layout,
+    ) {
+        (false, layout) => layout.unwrap_or(Layout::Shared),
+        (true, Some(Layout::Shared)) => return Err(CliError(
+            "--sticky needs one socket per worker: it cannot be used with --socket-layout shared"
+                .to_string(),
+        )),
+        (true, _) => Layout::Sticky,
     };
     // Repeated flags, or one variable with a comma- or space-separated list.
     let (values, from_env) = if a.listen.is_empty() {
@@ -797,6 +813,19 @@ mod tests {
         // Flags win over the list in the environment.
         let c = run("-l 80 -- node index.js", &env).expect("valid");
         assert_eq!(c.listen, vec![Addr::AnyPort(80)]);
+
+        // --sticky: per-worker sockets steered by client address.
+        for (args, env) in [
+            ("--sticky -- node a.js", &[][..]),
+            ("--sticky --socket-layout per-worker -- node a.js", &[]),
+            ("-- node a.js", &[("PMINIT_STICKY", "1")]),
+            ("--sticky -- node a.js", &[("PMINIT_STICKY", "0")]),
+        ] {
+            let c = run(args, env).expect("valid");
+            assert_eq!(c.layout, Layout::Sticky, "{args} {env:?}");
+        }
+        let c = run("-- node a.js", &[("PMINIT_STICKY", "no")]).expect("valid");
+        assert_eq!(c.layout, Layout::Shared);
     }
 
     #[test]
@@ -853,6 +882,21 @@ mod tests {
                 "-- x",
                 &[("PMINIT_LISTEN", "8080,8080")],
                 &["PMINIT_LISTEN", "8080 and 8080"],
+            ),
+            (
+                "--sticky --socket-layout shared -- x",
+                &[],
+                &["--sticky", "--socket-layout shared"],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_STICKY", "1"), ("PMINIT_SOCKET_LAYOUT", "shared")],
+                &["--sticky", "--socket-layout shared"],
+            ),
+            (
+                "-- x",
+                &[("PMINIT_STICKY", "maybe")],
+                &["PMINIT_STICKY", "\"maybe\""],
             ),
             (
                 "--socket-layout both -- x",

@@ -12,6 +12,9 @@
 //!   over the group; a classic BPF program (`SO_ATTACH_REUSEPORT_CBPF`)
 //!   steers them to the slots whose worker is running, so a slot whose
 //!   worker is down gets none while it is down.
+//! - `sticky` (`--sticky`): the per-worker sockets, with a program that
+//!   picks the slot by a hash of the client's source address, so one
+//!   client keeps one worker (src/steer.rs).
 
 use nix::sys::socket::{
     bind, listen, setsockopt, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
@@ -23,6 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use crate::limits::SHARED_PORTS_MAX;
+use crate::steer;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
 
@@ -166,6 +170,8 @@ pub fn check_overlaps(addrs: &[Addr]) -> Result<(), String> {
 pub enum Layout {
     Shared,
     PerWorker,
+    /// PerWorker sockets steered by the client's source address.
+    Sticky,
 }
 
 /// One `--listen` address (or `$PORT`) and the socket(s) bound to it.
@@ -573,7 +579,7 @@ impl Sockets {
         }
         l.addr = wanted.clone();
         l.implicit = false;
-        if self.layout == Layout::PerWorker {
+        if matches!(self.layout, Layout::PerWorker | Layout::Sticky) {
             let live = self.live.clone();
             // Not fatal: without it the kernel's hash spreads connections.
             let _ = self.steer(&live);
@@ -628,9 +634,10 @@ impl Sockets {
             .join(":")
     }
 
-    /// per-worker layout: new connections go only to the sockets of `live`
-    /// slots. With none live, the kernel's own hash decides (connections
-    /// wait in the queues for the replacements).
+    /// per-worker and sticky layouts: new connections go only to the
+    /// sockets of `live` slots (src/steer.rs says how each picks one).
+    /// With none live, the kernel's own hash decides (connections wait in
+    /// the queues for the replacements).
     pub fn steer(&mut self, live: &[usize]) -> io::Result<()> {
         self.live = live.to_vec();
         for l in &self.listeners {
@@ -642,7 +649,14 @@ impl Sockets {
                 .filter(|&&s| s < l.per_slot.len())
                 .map(|&s| s as u32)
                 .collect();
-            let mut prog = steering_program(&live);
+            let mut prog = match self.layout {
+                // Every socket ever bound stays in the group (a slot removed
+                // by a scale-down keeps its socket), so the group's size is
+                // the most slots there have been: see README "Sticky
+                // sessions".
+                Layout::Sticky => steer::sticky(l.per_slot.len() as u32, &live),
+                Layout::PerWorker | Layout::Shared => steer::random(&live),
+            };
             let fprog = libc::sock_fprog {
                 len: prog.len() as u16,
                 filter: prog.as_mut_ptr(),
@@ -651,49 +665,6 @@ impl Sockets {
         }
         Ok(())
     }
-}
-
-/// A classic BPF program for a reuseport group: a random number modulo the
-/// count of live slots picks one of them; its result is the socket's index
-/// in the group, which is its slot. An index past the group's end makes the
-/// kernel fall back to its hash.
-pub fn steering_program(live: &[u32]) -> Vec<libc::sock_filter> {
-    const SKF_AD_RANDOM: i32 = 56;
-    let ins = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
-    if live.is_empty() {
-        return vec![ins(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX)];
-    }
-    let mut p = vec![
-        ins(
-            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
-            0,
-            0,
-            (libc::SKF_AD_OFF + SKF_AD_RANDOM) as u32,
-        ),
-        ins(
-            libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K,
-            0,
-            0,
-            live.len() as u32,
-        ),
-    ];
-    for (i, &slot) in live.iter().enumerate() {
-        // if A == i: return slot, else skip that return
-        p.push(ins(
-            libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K,
-            0,
-            1,
-            i as u32,
-        ));
-        p.push(ins(libc::BPF_RET | libc::BPF_K, 0, 0, slot));
-    }
-    p.push(ins(libc::BPF_RET | libc::BPF_K, 0, 0, live[0]));
-    p
 }
 
 #[cfg(test)]
@@ -919,41 +890,5 @@ mod tests {
         assert!(got.declared && got.moved_from.is_none());
         assert_eq!(got.bound.port(), port);
         assert!(got.bound.ip().is_unspecified());
-    }
-
-    #[test]
-    fn steering_program_maps_random_to_live_slots() {
-        // Interpret the program for every value of the random word mod n.
-        let run = |prog: &[libc::sock_filter], random: u32| -> u32 {
-            let mut a = 0u32;
-            let mut pc = 0;
-            loop {
-                let i = &prog[pc];
-                let code = u32::from(i.code);
-                if code == libc::BPF_LD | libc::BPF_W | libc::BPF_ABS {
-                    a = random;
-                } else if code == libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K {
-                    a %= i.k;
-                } else if code == libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K {
-                    pc += usize::from(if a == i.k { i.jt } else { i.jf });
-                } else if code == libc::BPF_RET | libc::BPF_K {
-                    return i.k;
-                }
-                pc += 1;
-            }
-        };
-        let live = [0, 2, 3];
-        let prog = steering_program(&live);
-        let mut hits = [0; 4];
-        for r in 0..300u32 {
-            hits[run(&prog, r) as usize] += 1;
-        }
-        assert_eq!(hits[1], 0, "slot 1 is down: {hits:?}");
-        assert_eq!(hits[0] + hits[2] + hits[3], 300);
-        assert!(
-            hits.iter().enumerate().all(|(i, &h)| i == 1 || h == 100),
-            "{hits:?}"
-        );
-        assert_eq!(run(&steering_program(&[]), 7), u32::MAX);
     }
 }

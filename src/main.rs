@@ -14,6 +14,7 @@ mod node;
 mod notify;
 mod parse;
 mod spawn;
+mod steer;
 mod strays;
 mod sys;
 mod user;

@@ -270,6 +270,14 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         })?),
     };
     let addrs = addresses(&config, &program)?;
+    if config.layout == crate::listen::Layout::Sticky
+        && addrs.iter().all(|a| matches!(a, Addr::Unix(_)))
+    {
+        return Err(StartError {
+            code: 2,
+            message: "--sticky: no TCP address to steer by client address; give --listen PORT (or set PORT for a Node command)".to_string(),
+        });
+    }
     let source = if config.listen.is_empty() {
         "$PORT"
     } else {
