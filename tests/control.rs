@@ -229,6 +229,8 @@ fn a_reload_that_fails_exits_1_and_the_old_workers_keep_serving() {
         for (broken, why) in [
             ("crash", "exited with code 1"),
             ("silent", "not ready within"),
+            // Issue 12 point 6: ready, then dead within --min-uptime.
+            ("dies-after-ready", "after it said ready"),
         ] {
             std::fs::write(&release, broken).expect("write");
             let a = verb(&run, &["reload"], None);
@@ -241,6 +243,8 @@ fn a_reload_that_fails_exits_1_and_the_old_workers_keep_serving() {
         std::fs::write(&release, "v2").expect("write");
         let a = verb(&run, &["reload"], None);
         assert_eq!(a.code, 0, "[{mode:?}] {a:?}");
+        // Progress says what happened, no more.
+        assert!(a.out.contains("2 workers replaced"), "[{mode:?}] {a:?}");
         // A finished reload has asked the old workers to stop; until they
         // have drained and exited, one may still take a connection.
         status_until(&run, "only the newest generation's workers", |s| {

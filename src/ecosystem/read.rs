@@ -33,19 +33,19 @@ pub(super) fn read(file: &str) -> Result<Value, String> {
 /// line saying why not on stderr (exit 3). The file's own console output
 /// goes to stderr, so it cannot spoil the JSON.
 pub(super) const LOADER: &str = r#"
-pub(super) const file = require('node:path').resolve(process.argv[1]);
+const file = require('node:path').resolve(process.argv[1]);
 console.log = console.info = console.debug = console.error;
-pub(super) const done = (v) => {
+const done = (v) => {
   const json = JSON.stringify(v && typeof v === 'object' && 'default' in v && !('apps' in v) && !('script' in v) ? v.default : v);
   process.stdout.write(json === undefined ? 'null' : json);
 };
-pub(super) const fail = (e) => {
+const fail = (e) => {
   const msg = String((e && e.message) || e).split('\n')[0];
   const at = e && typeof e.stack === 'string' ? e.stack.split('\n')[0] : '';
   process.stderr.write('pminit-config-error: ' + (at.startsWith(file) ? at + ': ' : '') + msg + '\n');
   process.exit(3);
 };
-pub(super) const viaImport = () => import(require('node:url').pathToFileURL(file).href).then(done, fail);
+const viaImport = () => import(require('node:url').pathToFileURL(file).href).then(done, fail);
 if (file.endsWith('.mjs')) viaImport();
 else {
   let m;
