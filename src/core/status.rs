@@ -273,4 +273,33 @@ mod tests {
             Some(vec![0, 1])
         );
     }
+
+    /// From mutation testing: a new worker on probation is ready but does
+    /// not hold its slot yet: it shows as starting; the generation and the
+    /// phase's name follow what happened.
+    #[test]
+    fn status_shows_probation_generations_and_phases() {
+        let mut h = awaiting(Settings {
+            instances: 1,
+            ..settings() // --min-uptime 1 s
+        });
+        h.start();
+        h.feed(Event::Ready { pid: 101 }, 10);
+        assert_eq!((h.sup.generation(), h.sup.phase_name()), (0, "running"));
+        h.feed(Event::Signal(libc::SIGHUP), 20);
+        h.feed(Event::Ready { pid: 102 }, 30);
+        assert_eq!(
+            states(&h),
+            vec![
+                (0, Some(101), 0, WorkerState::Ready),
+                (0, Some(102), 1, WorkerState::Starting),
+            ]
+        );
+        h.feed(Event::Tick, 1030);
+        assert_eq!(h.sup.generation(), 1);
+        h.feed(Event::Signal(libc::SIGHUP), 1040);
+        assert_eq!(h.sup.generation(), 2);
+        h.feed(Event::Prestop, 1050);
+        assert_eq!(h.sup.phase_name(), "draining");
+    }
 }

@@ -485,4 +485,41 @@ mod tests {
             assert_eq!(exit_code(&a), Some(code), "{kill_first} {status:?}");
         }
     }
+
+    /// From mutation testing: the stop note counts every worker it stops,
+    /// drainers included, and after the grace a worker's own exit code
+    /// still counts.
+    #[test]
+    fn the_stop_counts_drainers_and_a_code_after_the_grace_still_counts() {
+        let mut h = Harness::new(Settings {
+            instances: 3,
+            kill_timeout: Duration::from_millis(500),
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Signal(libc::SIGTTOU), 10); // 103 drains
+        let a = h.feed(Event::Signal(TERM), 20);
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::Stopping { workers: 3, .. }
+        )));
+        h.feed(Event::Tick, 520); // grace over: SIGKILL
+        h.feed(
+            Event::Exited {
+                pid: 101,
+                status: Status::Code(3),
+            },
+            521,
+        );
+        for pid in [102, 103] {
+            h.feed(
+                Event::Exited {
+                    pid,
+                    status: Status::Signal(KILL),
+                },
+                521,
+            );
+        }
+        assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 521)), Some(3));
+    }
 }
