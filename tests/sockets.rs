@@ -8,11 +8,20 @@
 mod common;
 use common::*;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// pminit in `app` with PORT=`port` and `env`.
-fn start(app: &Path, port: u16, args: &[&str], mut env: Vec<(String, String)>) -> Run {
+/// pminit in `app` with `node` first in PATH (the suites run on every
+/// supported Node: 22 and 24).
+fn start(
+    node: &NodeVersion,
+    app: &Path,
+    port: u16,
+    args: &[&str],
+    mut env: Vec<(String, String)>,
+) -> Run {
     env.push(("PORT".into(), port.to_string()));
+    env.push(node.path_env());
     Run::start_with(
         Mode::Subreaper,
         args,
@@ -137,79 +146,83 @@ fn an_admin_port_is_shared_by_both_workers_through_reloads_and_a_crash() {
     let Some(app) = node_app("an_admin_port_is_shared") else {
         return;
     };
-    let port = free_port();
-    let admin = free_port();
-    let mut run = start(
-        &app,
-        port,
-        &["-i", "2", "--", "node", "admin_port.js"],
-        vec![("ADMIN_PORT".into(), admin.to_string())],
-    );
-    run.expect_count(
-        "saying both workers listen on the admin port",
-        2,
-        |l| matches!(l, Line::Out(s) if s.starts_with("admin pid=")),
-    );
-    run.expect_ready(2);
-    assert_eq!(
-        distinct_pids(admin, 2).len(),
-        2,
-        "both workers serve the admin port"
-    );
-    let main_load = Load::start(port, 2, false);
-    let admin_load = Load::start(admin, 2, false);
-    for generation in 1..=3 {
-        run.signal(libc::SIGHUP);
-        run.expect_err(&format!("reload to generation {generation} finished"));
-    }
-    let main_report = main_load.finish();
-    let admin_report = admin_load.finish();
-    for (name, r) in [("main", &main_report), ("admin", &admin_report)] {
-        assert_eq!(r.failures, Vec::<String>::new(), "{name}: {} ok", r.ok);
-        assert!(r.ok > 100, "{name}: too little load: {}", r.ok);
-        assert!(
-            r.pids.len() > 2,
-            "{name}: new workers answered: {:?}",
-            r.pids
+    for node in node_versions("an_admin_port_is_shared") {
+        let port = free_port();
+        let admin = free_port();
+        let mut run = start(
+            &node,
+            &app,
+            port,
+            &["-i", "2", "--", "node", "admin_port.js"],
+            vec![("ADMIN_PORT".into(), admin.to_string())],
+        );
+        run.expect_count(
+            "saying both workers listen on the admin port",
+            2,
+            |l| matches!(l, Line::Out(s) if s.starts_with("admin pid=")),
+        );
+        run.expect_ready(2);
+        assert_eq!(
+            distinct_pids(admin, 2).len(),
+            2,
+            "both workers serve the admin port"
+        );
+        let main_load = Load::start(port, 2, false);
+        let admin_load = Load::start(admin, 2, false);
+        for generation in 1..=3 {
+            run.signal(libc::SIGHUP);
+            run.expect_err(&format!("reload to generation {generation} finished"));
+        }
+        let main_report = main_load.finish();
+        let admin_report = admin_load.finish();
+        for (name, r) in [("main", &main_report), ("admin", &admin_report)] {
+            assert_eq!(r.failures, Vec::<String>::new(), "{name}: {} ok", r.ok);
+            assert!(r.ok > 100, "{name}: too little load: {}", r.ok);
+            assert!(
+                r.pids.len() > 2,
+                "{name}: new workers answered: {:?}",
+                r.pids
+            );
+        }
+        // One socket for the admin port, bound once for the whole run: the
+        // reloads reused it.
+        assert_eq!(
+            count_err(&run, &format!("sharing [::]:{admin}")),
+            1,
+            "{}",
+            run.transcript()
+        );
+        // A worker killed outright: both ports keep answering.
+        let victim = field(&http_get(admin).expect("admin"), "pid");
+        // SAFETY: kill has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
+        run.expect_err(&format!("(pid {victim}) exited by SIGKILL"));
+        for _ in 0..20 {
+            http_get(port).expect("main port after the crash");
+            http_get(admin).expect("admin port after the crash");
+        }
+        // Its replacement takes the admin port too.
+        run.expect_count(
+            "saying the replacement listens on the admin port",
+            2 * 4 + 1,
+            |l| matches!(l, Line::Out(s) if s.starts_with("admin pid=")),
+        );
+        // pminit's own messages never reached the app's 'message' listener.
+        assert_eq!(out_lines(&run, "app got message"), Vec::<String>::new());
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+        eprintln!(
+            "admin port: {} + {} requests over 3 reloads, 0 failed",
+            main_report.ok, admin_report.ok
         );
     }
-    // One socket for the admin port, bound once for the whole run: the
-    // reloads reused it.
-    assert_eq!(
-        count_err(&run, &format!("sharing [::]:{admin}")),
-        1,
-        "{}",
-        run.transcript()
-    );
-    // A worker killed outright: both ports keep answering.
-    let victim = field(&http_get(admin).expect("admin"), "pid");
-    // SAFETY: kill has no memory-safety preconditions.
-    assert_eq!(unsafe { libc::kill(victim, libc::SIGKILL) }, 0);
-    run.expect_err(&format!("(pid {victim}) exited by SIGKILL"));
-    for _ in 0..20 {
-        http_get(port).expect("main port after the crash");
-        http_get(admin).expect("admin port after the crash");
-    }
-    // Its replacement takes the admin port too.
-    run.expect_count(
-        "saying the replacement listens on the admin port",
-        2 * 4 + 1,
-        |l| matches!(l, Line::Out(s) if s.starts_with("admin pid=")),
-    );
-    // pminit's own messages never reached the app's 'message' listener.
-    assert_eq!(out_lines(&run, "app got message"), Vec::<String>::new());
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
-    eprintln!(
-        "admin port: {} + {} requests over 3 reloads, 0 failed",
-        main_report.ok, admin_report.ok
-    );
 }
 
 /// `loopback.js` bound to `host` under `-i 2`: (run, port) once both listen.
-fn loopback_app(app: &Path, host: &str) -> (Run, u16) {
+fn loopback_app(node: &NodeVersion, app: &Path, host: &str) -> (Run, u16) {
     let port = free_port();
     let run = start(
+        node,
         app,
         port,
         &["-i", "2", "--", "node", "loopback.js"],
@@ -229,22 +242,24 @@ fn an_app_bound_to_127_0_0_1_is_reachable_on_no_other_address() {
     let Some(app) = node_app("an_app_bound_to_127_0_0_1") else {
         return;
     };
-    let (mut run, port) = loopback_app(&app, "127.0.0.1");
-    assert_eq!(listeners_on(port), vec!["127.0.0.1".to_string()]);
-    assert_eq!(distinct_pids(port, 2).len(), 2, "both workers serve it");
-    assert!(refused(([127, 0, 0, 2], port).into()), "127.0.0.2");
-    assert!(refused((std::net::Ipv6Addr::LOCALHOST, port).into()), "::1");
-    for ip in non_loopback_addresses() {
-        assert!(refused((ip, port).into()), "{ip}");
+    for node in node_versions("an_app_bound_to_127_0_0_1") {
+        let (mut run, port) = loopback_app(&node, &app, "127.0.0.1");
+        assert_eq!(listeners_on(port), vec!["127.0.0.1".to_string()]);
+        assert_eq!(distinct_pids(port, 2).len(), 2, "both workers serve it");
+        assert!(refused(([127, 0, 0, 2], port).into()), "127.0.0.2");
+        assert!(refused((std::net::Ipv6Addr::LOCALHOST, port).into()), "::1");
+        for ip in non_loopback_addresses() {
+            assert!(refused((ip, port).into()), "{ip}");
+        }
+        // Reloads and restarts keep it there.
+        run.signal(libc::SIGHUP);
+        run.expect_err("reload to generation 1 finished");
+        assert_eq!(listeners_on(port), vec!["127.0.0.1".to_string()]);
+        assert!(refused(([127, 0, 0, 2], port).into()));
+        http_get(port).expect("still served");
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
     }
-    // Reloads and restarts keep it there.
-    run.signal(libc::SIGHUP);
-    run.expect_err("reload to generation 1 finished");
-    assert_eq!(listeners_on(port), vec!["127.0.0.1".to_string()]);
-    assert!(refused(([127, 0, 0, 2], port).into()));
-    http_get(port).expect("still served");
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
 }
 
 #[test]
@@ -252,21 +267,23 @@ fn localhost_means_the_address_node_resolves_it_to() {
     let Some(app) = node_app("localhost_means") else {
         return;
     };
-    let out = std::process::Command::new("node")
-        .args([
-            "-e",
-            "require('dns').lookup('localhost', (e, a) => console.log(a))",
-        ])
-        .output()
-        .expect("node");
-    let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let (mut run, port) = loopback_app(&app, "localhost");
-    assert_eq!(listeners_on(port), vec![want.clone()]);
-    for line in out_lines(&run, "listening pid=") {
-        assert!(line.ends_with(&format!("address={want}")), "{line}");
+    for node in node_versions("localhost_means") {
+        let out = std::process::Command::new(node.node())
+            .args([
+                "-e",
+                "require('dns').lookup('localhost', (e, a) => console.log(a))",
+            ])
+            .output()
+            .expect("node");
+        let want = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let (mut run, port) = loopback_app(&node, &app, "localhost");
+        assert_eq!(listeners_on(port), vec![want.clone()]);
+        for line in out_lines(&run, "listening pid=") {
+            assert!(line.ends_with(&format!("address={want}")), "{line}");
+        }
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
     }
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
 }
 
 #[test]
@@ -274,40 +291,22 @@ fn a_start_script_with_a_node_shebang_gets_both_workers_serving() {
     let Some(app) = node_app("a_start_script_with_a_node_shebang") else {
         return;
     };
-    let port = free_port();
-    let mut run = start(&app, port, &["-i", "2", "--", "./bin/serve.js"], vec![]);
-    // Ready means the preload reported the listen: it was injected.
-    run.expect_ready(2);
-    assert_eq!(distinct_pids(port, 2).len(), 2);
-    assert_eq!(count_err(&run, "EADDRINUSE"), 0, "{}", run.transcript());
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
-}
-
-/// A Node >= 22.12 binary (listen({reusePort}) exists there): from
-/// PMINIT_TEST_NODE, else target/node-*/node_modules/node/bin/node
-/// (scripts/test.sh installs npm's `node@24` there).
-fn node_with_reuse_port() -> Option<PathBuf> {
-    let supports = |node: &Path| {
-        std::process::Command::new(node)
-            .args(["-p", "const [a, b] = process.versions.node.split('.').map(Number); a > 22 || (a === 22 && b >= 12)"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "true")
-    };
-    if let Some(p) = std::env::var_os("PMINIT_TEST_NODE").map(PathBuf::from) {
-        return supports(&p).then_some(p);
+    for node in node_versions("a_start_script_with_a_node_shebang") {
+        let port = free_port();
+        let mut run = start(
+            &node,
+            &app,
+            port,
+            &["-i", "2", "--", "./bin/serve.js"],
+            vec![],
+        );
+        // Ready means the preload reported the listen: it was injected.
+        run.expect_ready(2);
+        assert_eq!(distinct_pids(port, 2).len(), 2);
+        assert_eq!(count_err(&run, "EADDRINUSE"), 0, "{}", run.transcript());
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
     }
-    let target: PathBuf = [env!("CARGO_MANIFEST_DIR"), "target"].iter().collect();
-    let mut found: Vec<PathBuf> = std::fs::read_dir(&target)
-        .into_iter()
-        .flatten()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("node-"))
-        .map(|e| e.path().join("node_modules/node/bin/node"))
-        .filter(|p| p.is_file())
-        .collect();
-    found.sort();
-    found.into_iter().rev().find(|p| supports(p))
 }
 
 #[test]
@@ -315,42 +314,38 @@ fn no_preload_leaves_port_to_an_app_that_uses_reuse_port_itself() {
     let Some(app) = node_app("no_preload_leaves_port") else {
         return;
     };
-    let node = node_with_reuse_port();
-    if !require(
-        node.is_some(),
-        "no_preload_leaves_port",
-        "Node >= 22.12 (PMINIT_TEST_NODE or target/node-24, see scripts/test.sh)",
-    ) {
-        return;
+    for node in node_versions("no_preload_leaves_port") {
+        // listen({reusePort}) needs Node >= 22.12: both supported ones have it.
+        let node_bin = node.node().display().to_string();
+        let port = free_port();
+        let mut run = start(
+            &node,
+            &app,
+            port,
+            &["-i", "2", "--no-preload", "--", &node_bin, "reuse_port.js"],
+            vec![],
+        );
+        run.expect_count(
+            "saying both workers listen",
+            2,
+            |l| matches!(l, Line::Out(s) if s.starts_with("listening pid=")),
+        );
+        // Two listeners, the workers' own: pminit holds none on PORT, so no
+        // connection waits in a queue nobody accepts from.
+        assert_eq!(listeners_on(port).len(), 2, "{:?}", listeners_on(port));
+        let mut pids = BTreeSet::new();
+        for i in 0..60 {
+            let body = http_get(port).unwrap_or_else(|e| panic!("request {i}: {e}"));
+            pids.insert(field(&body, "pid"));
+        }
+        assert_eq!(
+            pids.len(),
+            2,
+            "the kernel spreads over both workers: {pids:?}"
+        );
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
     }
-    let node = node.expect("checked").display().to_string();
-    let port = free_port();
-    let mut run = start(
-        &app,
-        port,
-        &["-i", "2", "--no-preload", "--", &node, "reuse_port.js"],
-        vec![],
-    );
-    run.expect_count(
-        "saying both workers listen",
-        2,
-        |l| matches!(l, Line::Out(s) if s.starts_with("listening pid=")),
-    );
-    // Two listeners, the workers' own: pminit holds none on PORT, so no
-    // connection waits in a queue nobody accepts from.
-    assert_eq!(listeners_on(port).len(), 2, "{:?}", listeners_on(port));
-    let mut pids = BTreeSet::new();
-    for i in 0..60 {
-        let body = http_get(port).unwrap_or_else(|e| panic!("request {i}: {e}"));
-        pids.insert(field(&body, "pid"));
-    }
-    assert_eq!(
-        pids.len(),
-        2,
-        "the kernel spreads over both workers: {pids:?}"
-    );
-    run.signal(libc::SIGTERM);
-    assert_eq!(run.wait_code(), 0, "{}", run.transcript());
 }
 
 #[test]
@@ -358,26 +353,29 @@ fn a_stack_trace_through_the_preload_names_it_briefly() {
     let Some(app) = node_app("a_stack_trace_through_the_preload") else {
         return;
     };
-    let port = free_port();
-    let mut run = start(
-        &app,
-        port,
-        &["--restart", "never", "--", "node", "listen_twice.js"],
-        vec![],
-    );
-    let code = run.wait_code();
-    run.drain();
-    assert_ne!(code, 0, "the app threw");
-    let t = run.transcript();
-    assert!(t.contains("ERR_SERVER_ALREADY_LISTEN"), "{t}");
-    assert!(t.contains("pminit:preload"), "{t}");
-    for l in t.lines() {
-        if let Some(i) = l.find("data:text/javascript;base64,") {
-            let run_len = l[i..]
-                .split(|c: char| c == ')' || c.is_whitespace())
-                .next()
-                .map_or(0, str::len);
-            assert!(run_len <= 100, "a {run_len}-byte data: URL in {:.200}", l);
+    for node in node_versions("a_stack_trace_through_the_preload") {
+        let port = free_port();
+        let mut run = start(
+            &node,
+            &app,
+            port,
+            &["--restart", "never", "--", "node", "listen_twice.js"],
+            vec![],
+        );
+        let code = run.wait_code();
+        run.drain();
+        assert_ne!(code, 0, "the app threw");
+        let t = run.transcript();
+        assert!(t.contains("ERR_SERVER_ALREADY_LISTEN"), "{t}");
+        assert!(t.contains("pminit:preload"), "{t}");
+        for l in t.lines() {
+            if let Some(i) = l.find("data:text/javascript;base64,") {
+                let run_len = l[i..]
+                    .split(|c: char| c == ')' || c.is_whitespace())
+                    .next()
+                    .map_or(0, str::len);
+                assert!(run_len <= 100, "a {run_len}-byte data: URL in {:.200}", l);
+            }
         }
     }
 }
@@ -387,69 +385,72 @@ fn junk_and_floods_of_listen_requests_get_errors_and_pminit_carries_on() {
     let Some(app) = node_app("junk_and_floods_of_listen_requests") else {
         return;
     };
-    if !require(
-        is_root(),
-        "junk_and_floods_of_listen_requests",
-        "root (--user)",
-    ) {
-        return;
-    }
-    let mut free = Vec::new();
-    while free.len() < 20 {
-        let p = free_port();
-        if !free.contains(&p) {
-            free.push(p);
+    for node in node_versions("junk_and_floods_of_listen_requests") {
+        if !require(
+            is_root(),
+            "junk_and_floods_of_listen_requests",
+            "root (--user)",
+        ) {
+            return;
         }
+        let mut free = Vec::new();
+        while free.len() < 20 {
+            let p = free_port();
+            if !free.contains(&p) {
+                free.push(p);
+            }
+        }
+        let list = free
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let port = free_port();
+        let mut run = start(
+            &node,
+            &app,
+            port,
+            &["--user", "65534", "--", "node", "listen_junk.js"],
+            vec![("FREE_PORTS".into(), list)],
+        );
+        run.expect_out("done");
+        let one = |text: &str| out_lines(&run, text).first().cloned().unwrap_or_default();
+        let (junk, flood, ports) = (one("junk "), one("flood answered="), one("ports "));
+        assert_eq!(
+            junk,
+            "junk 1=EINVAL 2=EINVAL 3=EINVAL 4=EINVAL 5=EINVAL 6=EACCES",
+            "{}",
+            run.transcript()
+        );
+        // Answered with errors only: EINVAL for the first ones of a wake-up,
+        // EAGAIN past LISTEN_REQUESTS_PER_WAKE (answers that do not fit in the
+        // channel are dropped: pminit never blocks on a worker).
+        let answered: usize = flood
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("answered="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        assert!(answered > 0, "{flood}");
+        assert!(
+            flood.ends_with(" codes=EAGAIN,EINVAL") || flood.ends_with(" codes=EINVAL"),
+            "{flood}"
+        );
+        let want = format!(
+            "ports {}{}",
+            "fd ".repeat(16),
+            "EMFILE EMFILE EMFILE EMFILE"
+        );
+        assert_eq!(ports, want);
+        // The 16 are bound at 127.0.0.1 and held by pminit.
+        assert_eq!(listeners_on(free[0]), vec!["127.0.0.1".to_string()]);
+        // The refusals were logged, rate-limited: not 1000+ lines.
+        let logged = count_err(&run, "listen refused");
+        assert!((1..=20).contains(&logged), "{logged} lines");
+        // pminit still answers: a status verb works and it stops cleanly.
+        let (code, text, _) = timed_verb(&run, &["status"]);
+        assert_eq!(code, 0, "{text}");
+        run.signal(libc::SIGTERM);
+        let code = run.wait_code();
+        assert!(code == 0 || code == 130, "{code}: {}", run.transcript());
     }
-    let list = free
-        .iter()
-        .map(u16::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    let port = free_port();
-    let mut run = start(
-        &app,
-        port,
-        &["--user", "65534", "--", "node", "listen_junk.js"],
-        vec![("FREE_PORTS".into(), list)],
-    );
-    run.expect_out("done");
-    let one = |text: &str| out_lines(&run, text).first().cloned().unwrap_or_default();
-    let (junk, flood, ports) = (one("junk "), one("flood answered="), one("ports "));
-    assert_eq!(
-        junk,
-        "junk 1=EINVAL 2=EINVAL 3=EINVAL 4=EINVAL 5=EINVAL 6=EACCES",
-        "{}",
-        run.transcript()
-    );
-    // Answered with errors only: EINVAL for the first ones of a wake-up,
-    // EAGAIN past LISTEN_REQUESTS_PER_WAKE (answers that do not fit in the
-    // channel are dropped: pminit never blocks on a worker).
-    let answered: usize = flood
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("answered="))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(answered > 0, "{flood}");
-    assert!(
-        flood.ends_with(" codes=EAGAIN,EINVAL") || flood.ends_with(" codes=EINVAL"),
-        "{flood}"
-    );
-    let want = format!(
-        "ports {}{}",
-        "fd ".repeat(16),
-        "EMFILE EMFILE EMFILE EMFILE"
-    );
-    assert_eq!(ports, want);
-    // The 16 are bound at 127.0.0.1 and held by pminit.
-    assert_eq!(listeners_on(free[0]), vec!["127.0.0.1".to_string()]);
-    // The refusals were logged, rate-limited: not 1000+ lines.
-    let logged = count_err(&run, "listen refused");
-    assert!((1..=20).contains(&logged), "{logged} lines");
-    // pminit still answers: a status verb works and it stops cleanly.
-    let (code, text, _) = timed_verb(&run, &["status"]);
-    assert_eq!(code, 0, "{text}");
-    run.signal(libc::SIGTERM);
-    let code = run.wait_code();
-    assert!(code == 0 || code == 130, "{code}: {}", run.transcript());
 }
