@@ -1,5 +1,6 @@
 //! pminit: a tiny PID 1 for containers. See README.md.
 
+mod accept;
 mod cli;
 mod control;
 mod core;

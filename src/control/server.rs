@@ -5,7 +5,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::sys::socket::{
     accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
@@ -13,10 +13,11 @@ use nix::sys::socket::{
 };
 
 use super::protocol::*;
+use crate::accept::AcceptPause;
 use crate::core::Note;
 use crate::limits::{
-    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, CONTROL_ACCEPTS_PER_WAKE, CONTROL_IDLE,
-    CONTROL_MAX_CLIENTS as MAX_CLIENTS, CONTROL_MAX_OUTPUT, CONTROL_MAX_REQUEST as MAX_REQUEST,
+    CONTROL_ACCEPTS_PER_WAKE, CONTROL_IDLE, CONTROL_MAX_CLIENTS as MAX_CLIENTS, CONTROL_MAX_OUTPUT,
+    CONTROL_MAX_REQUEST as MAX_REQUEST,
 };
 use crate::log;
 
@@ -221,11 +222,8 @@ pub struct Server {
     uid: u32,
     clients: Vec<Client>,
     next_id: u64,
-    /// accept(2) ran short of a resource: the listener is not polled until
-    /// then.
-    paused_until: Option<Instant>,
-    /// The next pause, doubled each time in a row, reset by an accept.
-    backoff: Duration,
+    /// accept(2) ran short of a resource: the listener rests a while.
+    pause: AcceptPause,
 }
 
 impl Server {
@@ -250,15 +248,14 @@ impl Server {
             uid: unsafe { libc::geteuid() },
             clients: Vec::new(),
             next_id: 0,
-            paused_until: None,
-            backoff: ACCEPT_BACKOFF_MIN,
+            pause: AcceptPause::new(),
         }
     }
 
     /// The fds to poll: the listener first (None while accepting is paused),
     /// then each client's, with whether it waits to write.
     pub fn poll_set(&self) -> Vec<(Option<BorrowedFd<'_>>, bool)> {
-        let listener = self.paused_until.is_none().then(|| self.listener.as_fd());
+        let listener = self.pause.polling().then(|| self.listener.as_fd());
         std::iter::once((listener, false))
             .chain(
                 self.clients
@@ -273,7 +270,7 @@ impl Server {
         self.clients
             .iter()
             .filter_map(Client::deadline)
-            .chain(self.paused_until)
+            .chain(self.pause.deadline())
             .min()
     }
 
@@ -332,12 +329,7 @@ impl Server {
             }
         }
         self.clients.retain(|c| !c.closable());
-        if self.paused_until.is_some_and(|t| t <= now) {
-            // Try again; the listener is back in the poll set, and a
-            // connection that waits in its queue makes it readable.
-            self.paused_until = None;
-            self.accept(now);
-        } else if ready.first().copied().unwrap_or(false) {
+        if self.pause.due(now, ready.first().copied().unwrap_or(false)) {
             self.accept(now);
         }
         requests
@@ -368,31 +360,15 @@ impl Server {
                 // SAFETY: accept4 returned a new fd that nothing else owns.
                 Ok(fd) => unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
                 Err(nix::errno::Errno::EINTR) => continue,
-                Err(
-                    e @ (nix::errno::Errno::EMFILE
-                    | nix::errno::Errno::ENFILE
-                    | nix::errno::Errno::ENOBUFS
-                    | nix::errno::Errno::ENOMEM),
-                ) => {
-                    // The connection stays queued; try again after a pause
-                    // instead of waking for it at once, over and over.
-                    self.paused_until = Some(now + self.backoff);
-                    log::warn_limited(
-                        log::Kind::Accept,
-                        0,
-                        &format!(
-                            "cannot accept control connections: {}; retrying in {} ms",
-                            e.desc(),
-                            self.backoff.as_millis()
-                        ),
-                    );
-                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                Err(e) if AcceptPause::is_shortage(e) => {
+                    let what = "cannot accept control connections";
+                    self.pause.shortage(now, e, log::Kind::Accept, 0, what);
                     return;
                 }
                 // EAGAIN (no more), or the client already gone.
                 Err(_) => return,
             };
-            self.backoff = ACCEPT_BACKOFF_MIN;
+            self.pause.accepted();
             let peer = match getsockopt(&fd, sockopt::PeerCredentials) {
                 Ok(c) => Peer {
                     pid: c.pid(),
@@ -504,6 +480,7 @@ mod tests {
     use std::io::{BufRead, Read, Write};
     use std::os::linux::net::SocketAddrExt;
     use std::os::unix::net::{SocketAddr, UnixStream};
+    use std::time::Duration;
 
     /// A server with one client on a socketpair; the client sends `send`.
     fn served(send: &[u8]) -> (Server, Vec<(u64, Request)>, UnixStream) {

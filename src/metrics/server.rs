@@ -16,7 +16,7 @@
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
@@ -24,9 +24,9 @@ use nix::sys::socket::{
     SockaddrIn, SockaddrIn6,
 };
 
+use crate::accept::AcceptPause;
 use crate::limits::{
-    ACCEPT_BACKOFF_MAX, ACCEPT_BACKOFF_MIN, METRICS_ACCEPTS_PER_WAKE, METRICS_IDLE,
-    METRICS_MAX_CLIENTS, METRICS_MAX_REQUEST,
+    METRICS_ACCEPTS_PER_WAKE, METRICS_IDLE, METRICS_MAX_CLIENTS, METRICS_MAX_REQUEST,
 };
 use crate::listen::Addr;
 use crate::log;
@@ -255,8 +255,8 @@ fn head_end(input: &[u8]) -> Option<usize> {
 pub struct Server {
     listener: OwnedFd,
     clients: Vec<Client>,
-    paused_until: Option<Instant>,
-    backoff: Duration,
+    /// accept(2) ran short of a resource: the listener rests a while.
+    pause: AcceptPause,
     /// Clients closed before they asked (evicted or idle), for the page.
     pub dropped: u64,
 }
@@ -319,8 +319,7 @@ impl Server {
         Ok(Server {
             listener: fd,
             clients: Vec::new(),
-            paused_until: None,
-            backoff: ACCEPT_BACKOFF_MIN,
+            pause: AcceptPause::new(),
             dropped: 0,
         })
     }
@@ -328,7 +327,7 @@ impl Server {
     /// The fds to poll: the listener first (None while accepting is
     /// paused), then each client's, with whether it waits to write.
     pub fn poll_set(&self) -> Vec<(Option<BorrowedFd<'_>>, bool)> {
-        let listener = self.paused_until.is_none().then(|| self.listener.as_fd());
+        let listener = self.pause.polling().then(|| self.listener.as_fd());
         std::iter::once((listener, false))
             .chain(self.clients.iter().map(|c| {
                 (
@@ -343,7 +342,7 @@ impl Server {
         self.clients
             .iter()
             .filter_map(Client::deadline)
-            .chain(self.paused_until)
+            .chain(self.pause.deadline())
             .min()
     }
 
@@ -376,10 +375,7 @@ impl Server {
             }
         }
         self.clients.retain(|c| !c.dead);
-        if self.paused_until.is_some_and(|t| t <= now) {
-            self.paused_until = None;
-            self.accept(now);
-        } else if ready.first().copied().unwrap_or(false) {
+        if self.pause.due(now, ready.first().copied().unwrap_or(false)) {
             self.accept(now);
         }
         self.clients
@@ -408,24 +404,15 @@ impl Server {
                 // SAFETY: accept4 returned a new fd that nothing else owns.
                 Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
                 Err(Errno::EINTR | Errno::ECONNABORTED) => continue,
-                Err(e @ (Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM)) => {
-                    self.paused_until = Some(now + self.backoff);
-                    log::warn_limited(
-                        log::Kind::Metrics,
-                        1,
-                        &format!(
-                            "metrics: cannot accept connections: {}; retrying in {} ms",
-                            e.desc(),
-                            self.backoff.as_millis()
-                        ),
-                    );
-                    self.backoff = (self.backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                Err(e) if AcceptPause::is_shortage(e) => {
+                    let what = "metrics: cannot accept connections";
+                    self.pause.shortage(now, e, log::Kind::Metrics, 1, what);
                     return;
                 }
                 // EAGAIN: no more.
                 Err(_) => return,
             };
-            self.backoff = ACCEPT_BACKOFF_MIN;
+            self.pause.accepted();
             if self.clients.len() >= METRICS_MAX_CLIENTS {
                 // Make way: the oldest that is done (lingering), else the
                 // oldest that has not sent its request. A scraper sends its
@@ -477,6 +464,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
     use std::net::TcpStream;
+    use std::time::Duration;
 
     #[test]
     fn request_heads() {
