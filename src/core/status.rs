@@ -302,4 +302,26 @@ mod tests {
         h.feed(Event::Prestop, 1050);
         assert_eq!(h.sup.phase_name(), "draining");
     }
+
+    /// From mutation testing: what the metrics page reads of the crash-loop
+    /// state.
+    #[test]
+    fn quick_deaths_per_slot_and_the_limit_they_count_to() {
+        let mut h = Harness::new(Settings {
+            instances: 2,
+            max_restarts: 5,
+            ..settings()
+        });
+        h.start();
+        assert_eq!(h.sup.quick_deaths(), vec![0, 0]);
+        h.feed(
+            Event::Exited {
+                pid: 102,
+                status: Status::Code(1),
+            },
+            10,
+        );
+        assert_eq!(h.sup.quick_deaths(), vec![0, 1]);
+        assert_eq!(h.sup.max_restarts(), 5);
+    }
 }
