@@ -58,6 +58,10 @@ struct Args {
     #[argh(option)]
     kill_timeout: Option<String>,
 
+    /// a ready Node worker whose event loop leaves pminit's ping unanswered this long is hung: replaced, then killed; 0 turns it off (default 30s)
+    #[argh(option)]
+    hang_timeout: Option<String>,
+
     /// signal that asks a worker to stop: INT, SIGINT or 2 (default SIGINT)
     #[argh(option)]
     stop_signal: Option<String>,
@@ -124,6 +128,8 @@ pub struct Config {
     pub wait_ready: bool,
     pub send_shutdown: bool,
     pub max_memory: Option<u64>,
+    /// -i max, 0 or -K: the count follows the CPU quota (the spec as given).
+    pub cpu_relative: Option<String>,
     pub command: Vec<String>,
     pub user: Option<user::Spec>,
     /// --user came from PMINIT_USER: messages name the variable.
@@ -355,6 +361,14 @@ fn parse_with_cpus(
         getenv,
         file,
     )?;
+    let hang_timeout = duration_opt(
+        a.hang_timeout,
+        "--hang-timeout",
+        "PMINIT_HANG_TIMEOUT",
+        Duration::from_secs(30),
+        getenv,
+        file,
+    )?;
     let min_uptime = duration_opt(
         a.min_uptime,
         "--min-uptime",
@@ -468,10 +482,16 @@ fn parse_with_cpus(
         None => None,
         Some((v, src)) => Some(parse::size(&v).ok_or_else(|| bad(&src, &v, parse::SIZE_FORMS))?),
     };
+    let mut cpu_relative = None;
     let instances = match pick(a.instances, "--instances", "PMINIT_INSTANCES", getenv, file) {
         None => 1,
         Some((v, src)) => {
-            parse::instances(&v, cpus).ok_or_else(|| bad(&src, &v, parse::INSTANCES_FORMS))?
+            let n =
+                parse::instances(&v, cpus).ok_or_else(|| bad(&src, &v, parse::INSTANCES_FORMS))?;
+            if parse::cpu_relative(&v) {
+                cpu_relative = Some(v);
+            }
+            n
         }
     };
     // The default is the measured one: see bench/LAYOUTS.md.
@@ -566,6 +586,7 @@ fn parse_with_cpus(
         wait_ready,
         send_shutdown,
         max_memory,
+        cpu_relative,
         settings: Settings {
             instances,
             stop_signal,
@@ -576,6 +597,7 @@ fn parse_with_cpus(
             min_uptime,
             listen_timeout,
             interactive: false,
+            hang_timeout,
         },
         command,
         user,

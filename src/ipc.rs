@@ -45,10 +45,28 @@ pub enum Message {
         id: u64,
         request: Result<(u16, Option<IpAddr>), String>,
     },
+    /// The preload's answer to a liveness ping (and its hello at start):
+    /// the event loop runs. Carries the V8 heap's use and limit when given.
+    Alive { heap: Option<Heap> },
+    /// The preload saw the worker's memory pass its report mark after a
+    /// garbage collection: pminit should look now (it measures itself).
+    Grew,
     /// Valid JSON pminit has no use for (Node-internal `NODE_*` messages,
     /// the app's own). Ignored.
     Other,
 }
+
+/// A worker's V8 heap, as its preload reports it (`v8.getHeapStatistics()`:
+/// `used_heap_size`, `heap_size_limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heap {
+    pub used: u64,
+    pub limit: u64,
+}
+
+/// The liveness ping: a `NODE_`-prefixed `cmd`, so Node hands it to the
+/// preload's 'internalMessage' listener, never to the app's 'message'.
+pub const PING: &str = "NODE_PMINIT_PING";
 
 /// The wire forms, decoded with serde.
 #[derive(Deserialize)]
@@ -67,6 +85,10 @@ enum Wire {
     },
     Report {
         pminit: String,
+        #[serde(default)]
+        heap_used: serde_json::Value,
+        #[serde(default)]
+        heap_limit: serde_json::Value,
     },
     Any(serde::de::IgnoredAny),
 }
@@ -75,7 +97,18 @@ enum Wire {
 pub fn decode(line: &[u8]) -> Result<Message, String> {
     match serde_json::from_slice::<Wire>(line) {
         Ok(Wire::Text(t)) if t == "ready" => Ok(Message::Ready),
-        Ok(Wire::Report { pminit }) if pminit == "listening" => Ok(Message::Listening),
+        Ok(Wire::Report { pminit, .. }) if pminit == "listening" => Ok(Message::Listening),
+        Ok(Wire::Report { pminit, .. }) if pminit == "memory" => Ok(Message::Grew),
+        Ok(Wire::Report {
+            pminit,
+            heap_used,
+            heap_limit,
+        }) if pminit == "alive" => Ok(Message::Alive {
+            heap: match (heap_used.as_u64(), heap_limit.as_u64()) {
+                (Some(used), Some(limit)) if limit > 0 => Some(Heap { used, limit }),
+                _ => None,
+            },
+        }),
         Ok(Wire::Request {
             pminit,
             id,
@@ -309,6 +342,23 @@ mod tests {
             (b"\"online\"", Ok(Message::Other)),
             (b"{\"cmd\":\"NODE_HANDLE_ACK\"}", Ok(Message::Other)),
             (b"{\"pminit\":\"other\"}", Ok(Message::Other)),
+            (
+                b"{\"pminit\":\"alive\",\"heap_used\":5,\"heap_limit\":9}",
+                Ok(Message::Alive {
+                    heap: Some(Heap { used: 5, limit: 9 }),
+                }),
+            ),
+            (b"{\"pminit\":\"alive\"}", Ok(Message::Alive { heap: None })),
+            (b"{\"pminit\":\"memory\",\"rss\":1}", Ok(Message::Grew)),
+            // A worker's junk in the numbers is no heap, still an answer.
+            (
+                b"{\"pminit\":\"alive\",\"heap_used\":-1,\"heap_limit\":\"x\"}",
+                Ok(Message::Alive { heap: None }),
+            ),
+            (
+                b"{\"pminit\":\"alive\",\"heap_used\":1,\"heap_limit\":0}",
+                Ok(Message::Alive { heap: None }),
+            ),
             (b"42", Ok(Message::Other)),
             (
                 b"{\"pminit\":\"listen\",\"id\":7,\"port\":9100,\"host\":null}",

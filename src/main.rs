@@ -10,6 +10,7 @@ mod ipc;
 mod limits;
 mod listen;
 mod log;
+mod memory;
 mod metrics;
 mod node;
 mod notify;

@@ -25,6 +25,10 @@ pub const STOP_SIGNAL_VAR: &str = "PMINIT_STOP_SIGNAL";
 /// `NODE_`, so Node delivers it as an 'internalMessage' (to the preload)
 /// and never to the app's `process.on('message')` listeners.
 pub const LISTEN_ANSWER: &str = "NODE_PMINIT_LISTEN";
+/// Bytes of memory (RSS) past which the preload, after a garbage
+/// collection, asks pminit to look at the worker now rather than at its
+/// next round (a fast leak). pminit measures for itself; this only hurries.
+pub const MEMORY_REPORT_VAR: &str = "PMINIT_MEMORY_REPORT";
 
 /// A command that ends up running Node: `node app.js`, `npm start`, ...
 pub fn is_node_command(argv0: &str) -> bool {
@@ -72,22 +76,30 @@ pub fn is_node_shebang(head: &[u8]) -> bool {
     false
 }
 
-/// The NODE_OPTIONS a Node worker gets: the user's own, then the preload.
-/// base64, because raw JS would break NODE_OPTIONS' quoting, and a data:
-/// URL, because `--import` accepts one and nothing lands on disk.
-pub fn node_options(existing: Option<&str>) -> String {
+/// The NODE_OPTIONS a Node worker gets: the user's own, then the heap
+/// budget's flag (when pminit sets one), then the preload (unless
+/// --no-preload). The preload is base64, because raw JS would break
+/// NODE_OPTIONS' quoting, and a data: URL, because `--import` accepts one
+/// and nothing lands on disk.
+pub fn node_options(existing: Option<&str>, heap_flag: Option<&str>, preload: bool) -> String {
+    let user = existing.map(str::trim).filter(|s| !s.is_empty());
+    let import = preload.then(preload_import);
+    [user, heap_flag, import.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn preload_import() -> String {
     // The sourceURL comment names the module in stack traces
     // (`at Server.pminitListen (pminit:preload:120:7)`), where the data:
     // URL itself would print its whole base64 text in every frame.
     let source = format!("{PRELOAD}\n//# sourceURL={PRELOAD_NAME}\n");
-    let import = format!(
+    format!(
         "--import=data:text/javascript;base64,{}",
         base64(source.as_bytes())
-    );
-    match existing.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(user) => format!("{user} {import}"),
-        None => import,
-    }
+    )
 }
 
 /// The JSON map the preload reads; `fd` numbers are as the worker sees them.
@@ -209,7 +221,7 @@ mod tests {
 
     #[test]
     fn the_preload_is_named_in_stack_traces() {
-        let options = node_options(None);
+        let options = node_options(None, None, true);
         let b64 = options.trim_start_matches("--import=data:text/javascript;base64,");
         assert!(!b64.contains(' '));
         // Decode enough to see the tail: the comment is the last line.
@@ -221,14 +233,27 @@ mod tests {
 
     #[test]
     fn node_options_keep_the_users_own() {
-        assert!(node_options(None).starts_with("--import=data:text/javascript;base64,"));
-        assert!(node_options(Some("  ")).starts_with("--import="));
-        let both = node_options(Some("--max-old-space-size=512"));
+        assert!(node_options(None, None, true).starts_with("--import=data:text/javascript;base64,"));
+        assert!(node_options(Some("  "), None, true).starts_with("--import="));
+        let both = node_options(Some("--max-old-space-size=512"), None, true);
         assert!(both.starts_with("--max-old-space-size=512 --import=data:"));
         assert!(
             !both.contains(' ') || both.matches(' ').count() == 1,
             "no stray spaces"
         );
+        // The heap budget's flag after the user's own, before the preload.
+        let all = node_options(
+            Some("--enable-source-maps "),
+            Some("--max-old-space-size=81"),
+            true,
+        );
+        assert!(all.starts_with("--enable-source-maps --max-old-space-size=81 --import=data:"));
+        // --no-preload: the flag alone.
+        assert_eq!(
+            node_options(None, Some("--max-old-space-size=81"), false),
+            "--max-old-space-size=81"
+        );
+        assert_eq!(node_options(Some("--x"), None, false), "--x");
     }
 
     #[test]

@@ -29,6 +29,13 @@ pub fn instances(s: &str, cpus: usize) -> Option<usize> {
     s.parse::<usize>().ok().filter(|n| (1..=1024).contains(n))
 }
 
+/// Whether an --instances value counts CPUs (max, 0, -K): such a count
+/// follows the CPU quota when it changes.
+pub fn cpu_relative(s: &str) -> bool {
+    let s = s.trim();
+    s == "max" || s == "0" || s.starts_with('-')
+}
+
 /// The longest duration we accept: a year. Anything longer is a typo, and it
 /// keeps `Instant + Duration` far from overflow.
 const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -28,12 +28,20 @@
 //    signal would have ended it, once the last connection is gone; when it
 //    has one, the app's shutdown runs as written (its server.close()
 //    callback fires once the connections are drained).
+// 5. liveness: pminit pings the worker over its IPC channel
+//    ({cmd: 'NODE_PMINIT_PING'}, an 'internalMessage'); the answer goes out
+//    from this event loop with the V8 heap's use and limit, so a loop stuck
+//    in a computation cannot answer. A hello at start says this worker
+//    answers. After a garbage collection that leaves the process past
+//    PMINIT_MEMORY_REPORT bytes, pminit is asked to look at it now.
 import childProcess from 'node:child_process';
 import diagnostics from 'node:diagnostics_channel';
 import dns from 'node:dns';
 import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
+import { PerformanceObserver } from 'node:perf_hooks';
+import v8 from 'node:v8';
 
 const env = process.env;
 let sockets = [];
@@ -296,6 +304,52 @@ function onStop() {
 const askable = env.PMINIT_IPC === '1';
 delete env.PMINIT_IPC;
 const canAsk = () => askable && process.connected && typeof process.send === 'function';
+
+// ---- liveness and memory --------------------------------------------------
+//
+// Nothing here runs per request: the ping listener runs once per ping (every
+// few seconds), the memory check once per garbage collection, and only
+// when pminit set a mark.
+const PING = 'NODE_PMINIT_PING';
+
+function onPing(message) {
+  if (message === null || typeof message !== 'object' || message.cmd !== PING) return;
+  let heap;
+  try {
+    heap = v8.getHeapStatistics();
+  } catch {
+    heap = undefined;
+  }
+  report({ pminit: 'alive', heap_used: heap?.used_heap_size, heap_limit: heap?.heap_size_limit });
+}
+
+const memoryMark = /^[0-9]+$/.test(env.PMINIT_MEMORY_REPORT || '') ? Number(env.PMINIT_MEMORY_REPORT) : 0;
+delete env.PMINIT_MEMORY_REPORT;
+// At most one report per this many ms, however many collections run.
+const MEMORY_REPORT_MS = 100;
+let memoryReported = -Infinity;
+
+function afterGc() {
+  const now = performance.now();
+  if (now - memoryReported < MEMORY_REPORT_MS) return;
+  if (process.memoryUsage.rss() > memoryMark) {
+    memoryReported = now;
+    report({ pminit: 'memory' });
+  }
+}
+
+if (askable && process.channel) {
+  // An 'internalMessage' listener does not keep the channel referenced.
+  process.on('internalMessage', onPing);
+  report({ pminit: 'alive' });
+  if (memoryMark > 0) {
+    try {
+      new PerformanceObserver(afterGc).observe({ entryTypes: ['gc'] });
+    } catch {
+      // No GC observation on this runtime: pminit's own rounds remain.
+    }
+  }
+}
 
 // Asking pminit for a socket on a TCP port the app listens on: one
 // request at a time, {pminit: 'listen', id, port, host}, answered with

@@ -49,6 +49,7 @@ const OWN_VARS: &[&str] = &[
     node::REPORT_VAR,
     node::STOP_SIGNAL_VAR,
     node::CHANNEL_VAR,
+    node::MEMORY_REPORT_VAR,
 ];
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
@@ -151,6 +152,12 @@ pub struct Options {
     pub user: Option<Identity>,
     /// pm2's instance_var (--config): one more variable set to the slot.
     pub instance_var: Option<String>,
+    /// The container's memory limit, when Node workers get a heap budget
+    /// from it (the user set no heap size of their own).
+    pub memory_limit: Option<u64>,
+    /// The memory at which a worker's preload asks pminit to look at it
+    /// (--max-memory, or near its share of the container), if any.
+    pub memory_report: Option<u64>,
 }
 
 /// What pminit needs to start any slot's worker.
@@ -161,6 +168,10 @@ pub struct Launcher {
     user_node_options: Option<String>,
     pub sockets: Sockets,
     options: Options,
+    /// The number of workers the heap budget is split among: the shell
+    /// keeps it equal to the core's count, so a scale changes new workers'
+    /// budgets.
+    pub workers: usize,
 }
 
 /// A started worker.
@@ -183,7 +194,14 @@ impl Launcher {
             base_env,
             sockets,
             options,
+            workers: 1,
         }
+    }
+
+    /// The heap budget a Node worker started now gets, if any.
+    pub fn budget(&self) -> Option<crate::memory::Budget> {
+        let limit = self.options.memory_limit.filter(|_| self.program.is_node)?;
+        Some(crate::memory::Budget::new(limit, self.workers))
     }
 
     /// Whether Node workers get the preload.
@@ -244,13 +262,24 @@ impl Launcher {
             channel = Some(ours);
             theirs = Some(end);
         }
-        if self.preloading() {
+        let heap_flag = self.budget().map(|b| b.flag());
+        if self.preloading() || heap_flag.is_some() {
             // Ours replaces the user's NODE_OPTIONS, which it starts with.
             env.retain(|(k, _)| k != "NODE_OPTIONS");
             env.push((
                 "NODE_OPTIONS".into(),
-                node::node_options(self.user_node_options.as_deref()).into(),
+                node::node_options(
+                    self.user_node_options.as_deref(),
+                    heap_flag.as_deref(),
+                    self.preloading(),
+                )
+                .into(),
             ));
+        }
+        if self.preloading() {
+            if let Some(bytes) = self.options.memory_report {
+                env.push((node::MEMORY_REPORT_VAR.into(), bytes.to_string().into()));
+            }
             if !fds.is_empty() {
                 env.push((node::LISTEN_VAR.into(), node::listen_map(&fds).into()));
             }

@@ -272,8 +272,8 @@ pub fn status_table(s: &Status) -> String {
         if s.ready { "ready" } else { "not ready" }
     );
     out.push_str(&format!(
-        "{:<5} {:<8} {:<4} {:<9} {:<9} {:<9} {:<10} {:>6}\n",
-        "slot", "pid", "gen", "state", "restarts", "uptime", "memory", "cpu"
+        "{:<5} {:<8} {:<4} {:<9} {:<9} {:<9} {:<10} {:>6} {:>9} {:>17}\n",
+        "slot", "pid", "gen", "state", "restarts", "uptime", "memory", "cpu", "answered", "heap"
     ));
     for r in &s.workers {
         let dash = || "-".to_string();
@@ -281,8 +281,12 @@ pub fn status_table(s: &Status) -> String {
             .ok()
             .and_then(|v| v.as_str().map(str::to_string))
             .unwrap_or_default();
+        let heap = match (r.heap_used_bytes, r.heap_limit_bytes) {
+            (Some(u), Some(l)) => format!("{}/{}", human_size(u), human_size(l)),
+            _ => dash(),
+        };
         out.push_str(&format!(
-            "{:<5} {:<8} {:<4} {:<9} {:<9} {:<9} {:<10} {:>6}\n",
+            "{:<5} {:<8} {:<4} {:<9} {:<9} {:<9} {:<10} {:>6} {:>9} {:>17}\n",
             r.slot,
             r.pid.map_or_else(dash, |p| p.to_string()),
             r.generation,
@@ -291,6 +295,9 @@ pub fn status_table(s: &Status) -> String {
             r.uptime_ms.map_or_else(dash, human_duration),
             r.rss_bytes.map_or_else(dash, human_size),
             r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}%")),
+            r.answered_ms_ago
+                .map_or_else(dash, |ms| format!("{}s ago", ms / 1000)),
+            heap,
         ));
     }
     out
@@ -376,6 +383,10 @@ mod tests {
                     rss_bytes: Some(48 << 20),
                     cpu_ms: Some(10),
                     cpu_percent: Some(1.5),
+                    answered_ms_ago: Some(2_500),
+                    loop_delay_ms: Some(1),
+                    heap_used_bytes: Some(10 << 20),
+                    heap_limit_bytes: Some(84 << 20),
                 },
                 Row {
                     slot: 1,
@@ -387,6 +398,10 @@ mod tests {
                     rss_bytes: None,
                     cpu_ms: None,
                     cpu_percent: None,
+                    answered_ms_ago: None,
+                    loop_delay_ms: None,
+                    heap_used_bytes: None,
+                    heap_limit_bytes: None,
                 },
             ],
         };
@@ -397,9 +412,24 @@ mod tests {
         let row: Vec<&str> = lines[2].split_whitespace().collect();
         assert_eq!(
             row,
-            ["0", "12", "1", "ready", "2", "1h2m", "48.0MiB", "1.5%"]
+            [
+                "0",
+                "12",
+                "1",
+                "ready",
+                "2",
+                "1h2m",
+                "48.0MiB",
+                "1.5%",
+                "2s",
+                "ago",
+                "10.0MiB/84.0MiB"
+            ]
         );
         let row: Vec<&str> = lines[3].split_whitespace().collect();
-        assert_eq!(row, ["1", "-", "1", "backoff", "5", "-", "-", "-"]);
+        assert_eq!(
+            row,
+            ["1", "-", "1", "backoff", "5", "-", "-", "-", "-", "-"]
+        );
     }
 }

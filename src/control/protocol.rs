@@ -91,6 +91,18 @@ pub struct Row {
     pub cpu_ms: Option<u64>,
     /// CPU use since the previous `status` (or since the worker started).
     pub cpu_percent: Option<f64>,
+    /// Liveness: how long ago its event loop last answered a ping (None
+    /// before its first answer, or when it takes no part).
+    #[serde(default)]
+    pub answered_ms_ago: Option<u64>,
+    /// How long its event loop took to answer the last ping.
+    #[serde(default)]
+    pub loop_delay_ms: Option<u64>,
+    /// Its V8 heap in use and its limit, from the preload's last answer.
+    #[serde(default)]
+    pub heap_used_bytes: Option<u64>,
+    #[serde(default)]
+    pub heap_limit_bytes: Option<u64>,
 }
 
 /// Who is on the other end, from SO_PEERCRED.

@@ -1,12 +1,23 @@
-//! `--max-memory`: a worker over the limit is replaced as in a one-slot
-//! reload, the new worker first, so the slot never stops serving.
+//! A worker over its memory: over --max-memory, its V8 heap near the limit
+//! pminit gave it, or its memory near its share of the container's limit.
+//! It is replaced as in a one-slot reload, the new worker first, so the
+//! slot never stops serving. One about to exhaust the container cannot
+//! wait for that: its replacement starts and it is SIGKILLed at once, so
+//! the kernel's OOM killer (which on cgroup v2 under Kubernetes kills the
+//! whole container) never has to act.
 
 use super::*;
 
 impl Supervisor {
     /// Replaces one worker that grew past --max-memory, as a reload would:
     /// the new one first, the old one drains once it is ready.
-    pub(super) fn over_memory(&mut self, pid: i32, rss: u64, out: &mut Vec<Action>) {
+    pub(super) fn over_memory(
+        &mut self,
+        pid: i32,
+        rss: u64,
+        reason: MemoryReason,
+        out: &mut Vec<Action>,
+    ) {
         if self.phase != Phase::Running || self.reload.is_some() {
             // A reload in progress replaces it anyway (or the check repeats).
             return;
@@ -22,6 +33,7 @@ impl Supervisor {
             slot,
             pid,
             rss_bytes: rss,
+            reason,
         }));
         self.reload = Some(Reload {
             slot,
@@ -31,6 +43,115 @@ impl Supervisor {
         });
         self.slots[slot].incoming = Some(Incoming::Spawning);
         out.push(Action::Spawn { slot });
+    }
+
+    /// A worker about to exhaust the container: replaced and killed now.
+    /// Any worker of a slot counts (a reload's new one, or a drainer that
+    /// keeps growing); one already being killed is left to its SIGKILL.
+    pub(super) fn memory_critical(
+        &mut self,
+        pid: i32,
+        rss: u64,
+        limit: u64,
+        now: Instant,
+        out: &mut Vec<Action>,
+    ) {
+        if matches!(self.phase, Phase::Killing | Phase::Exited) {
+            return;
+        }
+        let note = |slot| {
+            Action::Log(Note::MemoryKilled {
+                slot,
+                pid,
+                rss_bytes: rss,
+                limit_bytes: limit,
+            })
+        };
+        if let Some(slot) = self
+            .slots
+            .iter()
+            .position(|s| s.worker().is_some_and(|w| w.pid == pid))
+        {
+            out.push(note(slot));
+            self.replace_now(slot, now, out);
+        } else if let Some(d) = self
+            .drainers
+            .iter_mut()
+            .find(|d| d.pid == pid && !d.sigkilled)
+        {
+            d.kill_at = None;
+            d.sigkilled = true;
+            out.push(note(d.slot));
+            out.push(Action::SignalGroup {
+                pgid: pid,
+                signal: libc::SIGKILL,
+            });
+        } else if let Some(slot) = self
+            .slots
+            .iter()
+            .position(|s| s.incoming_worker().is_some_and(|w| w.pid == pid))
+        {
+            // A new worker that grows this fast is no release to keep: the
+            // reload fails and it is killed; the old worker keeps serving.
+            let Some(w) = self.slots[slot].incoming_worker() else {
+                return;
+            };
+            self.slots[slot].incoming = None;
+            out.push(note(slot));
+            self.kill_tracked(slot, w, out);
+            if self.phase == Phase::Running {
+                let reason = "the new worker was about to exhaust the container's memory";
+                self.reload_failed(slot, reason.to_string(), out);
+            } else if self.reload.is_some() {
+                self.reload = None;
+            }
+        }
+    }
+
+    /// SIGKILLs `w`, tracked as a drainer until it is reaped (its death by
+    /// SIGKILL is our doing and changes no exit code).
+    pub(super) fn kill_tracked(&mut self, slot: usize, w: Worker, out: &mut Vec<Action>) {
+        self.drainers.push(Drainer {
+            pid: w.pid,
+            slot,
+            since: w.since,
+            generation: w.generation,
+            kill_at: None,
+            sigkilled: true,
+        });
+        out.push(Action::SignalGroup {
+            pgid: w.pid,
+            signal: libc::SIGKILL,
+        });
+    }
+
+    /// The current worker of `slot` is useless (hung, or about to exhaust
+    /// the container): its replacement is started first, then it is
+    /// SIGKILLed (its JavaScript cannot run a drain). A ready replacement
+    /// on probation takes the slot at once instead. Counted as a restart.
+    pub(super) fn replace_now(&mut self, slot: usize, now: Instant, out: &mut Vec<Action>) {
+        let SlotState::Up(w) = self.slots[slot].state else {
+            return;
+        };
+        self.slots[slot].state = SlotState::Done;
+        if self.phase != Phase::Running {
+            // Stopping: nothing new starts; the stop accounts for it.
+            self.kill_tracked(slot, w, out);
+            return;
+        }
+        if matches!(self.slots[slot].incoming, Some(Incoming::Proving { .. })) {
+            self.promote(slot, now, out);
+        } else {
+            let s = &mut self.slots[slot];
+            s.restarts += 1;
+            out.push(Action::Log(Note::WorkerRestarting {
+                slot,
+                delay_ms: 0,
+                restarts: s.restarts,
+            }));
+            self.spawn(slot, out);
+        }
+        self.kill_tracked(slot, w, out);
     }
 }
 
@@ -46,6 +167,7 @@ mod tests {
             Event::OverMemory {
                 pid: 103,
                 rss: 600 << 20,
+                reason: MemoryReason::MaxMemory,
             },
             50,
         );

@@ -15,7 +15,11 @@
 //!   (100 ms doubling to 15 s; a worker that lived `--min-uptime` restarts at
 //!   once and resets the count), crash loop after `--max-restarts`;
 //! - `reload.rs`: rolling reload (HUP): generations, promote, drain, failure;
-//! - `memory.rs`: `--max-memory`, a one-slot reload;
+//! - `memory.rs`: a worker over its memory (--max-memory, its heap or its
+//!   share of the container): a one-slot reload; one about to exhaust the
+//!   container: killed now, its replacement started first;
+//! - `liveness.rs`: pings to ready workers, and a hung one (no answer
+//!   within --hang-timeout) replaced and killed;
 //! - `stop.rs`: stop delay, stop signal, grace, SIGKILL sweep, exit code;
 //! - `scale.rs`: TTIN, TTOU and `pminit scale`;
 //! - `status.rs`: what `pminit status` and `pminit ready` see;
@@ -53,6 +57,7 @@ use std::time::{Duration, Instant};
 
 use crate::parse::signal_name;
 
+mod liveness;
 mod memory;
 mod notes;
 mod reload;
@@ -75,6 +80,13 @@ struct Worker {
     ready: bool,
     /// When --listen-timeout runs out if it is not ready by then.
     ready_by: Instant,
+    /// Liveness (liveness.rs): it answers pings (its preload said so).
+    answers: bool,
+    /// When the oldest ping it has not answered yet was sent.
+    asked: Option<Instant>,
+    /// When it last answered, and how long that answer took.
+    answered: Option<Instant>,
+    answer_delay: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -205,6 +217,8 @@ pub struct Supervisor {
     /// Every slot has had a ready worker at once: from then on one ready
     /// worker is enough for `ready` (a single restart does not unready us).
     fully_up: bool,
+    /// When the last round of liveness pings went out.
+    pinged_at: Option<Instant>,
 }
 
 impl Supervisor {
@@ -221,6 +235,7 @@ impl Supervisor {
             steered: Vec::new(),
             prestopped: false,
             fully_up: false,
+            pinged_at: None,
         }
     }
 
@@ -250,7 +265,13 @@ impl Supervisor {
             backoff.into_iter().chain(readiness).chain(proving)
         });
         let drainers = self.drainers.iter().filter_map(|d| d.kill_at);
-        phase.into_iter().chain(slots).chain(drainers).min()
+        let liveness = self.liveness_deadline();
+        phase
+            .into_iter()
+            .chain(slots)
+            .chain(drainers)
+            .chain(liveness)
+            .min()
     }
 
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
@@ -260,6 +281,7 @@ impl Supervisor {
         }
         match event {
             Event::Start => {
+                self.pinged_at = Some(now);
                 for slot in 0..self.settings.instances {
                     self.slots.push(Slot::new());
                     out.push(Action::Spawn { slot });
@@ -291,7 +313,12 @@ impl Supervisor {
                 }
             }
             Event::Tick => self.on_tick(now, &mut out),
-            Event::OverMemory { pid, rss } => self.over_memory(pid, rss, &mut out),
+            Event::OverMemory { pid, rss, reason } => self.over_memory(pid, rss, reason, &mut out),
+            Event::MemoryCritical { pid, rss, limit } => {
+                self.memory_critical(pid, rss, limit, now, &mut out)
+            }
+            Event::Alive { pid } => self.on_alive(pid, now),
+            Event::Unanswerable { pid } => self.on_unanswerable(pid),
             Event::Scale(to) => self.scale(to, now, &mut out),
             Event::Prestop => {
                 if !self.prestopped && self.phase == Phase::Running {
@@ -352,6 +379,10 @@ impl Supervisor {
             generation: self.generation,
             ready,
             ready_by: now + self.settings.listen_timeout,
+            answers: false,
+            asked: None,
+            answered: None,
+            answer_delay: None,
         }
     }
 
@@ -490,6 +521,7 @@ impl Supervisor {
                 _ => {}
             }
         }
+        self.liveness_tick(now, out);
     }
 }
 

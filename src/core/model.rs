@@ -41,6 +41,12 @@ enum Op {
     Prestop,
     /// The n-th serving worker is over --max-memory.
     OverMemory(usize),
+    /// The n-th live process is about to exhaust the container's memory.
+    Critical(usize),
+    /// The n-th live process answers a liveness ping (or says hello).
+    Alive(usize),
+    /// The n-th live process closes its IPC channel.
+    Unanswerable(usize),
     /// Time passes, and the loop ticks when a deadline is due.
     Wait(u64),
     /// Straight to the next deadline.
@@ -80,6 +86,9 @@ fn op() -> impl Strategy<Value = Op> {
         .prop_map(Op::Scale),
         1 => Just(Op::Prestop),
         1 => (0..8usize).prop_map(Op::OverMemory),
+        1 => (0..8usize).prop_map(Op::Critical),
+        4 => (0..8usize).prop_map(Op::Alive),
+        1 => (0..8usize).prop_map(Op::Unanswerable),
         4 => prop_oneof![
             Just(0u64),
             10..200u64,
@@ -117,9 +126,21 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![Just(0u64), 100..3_000u64],
         100..5_000u64,
         prop::bool::weighted(0.1),
+        prop_oneof![Just(0u64), 200..5_000u64],
     )
         .prop_map(
-            |(instances, stop_signal, kill, delay, restart, max_restarts, up, listen, tty)| {
+            |(
+                instances,
+                stop_signal,
+                kill,
+                delay,
+                restart,
+                max_restarts,
+                up,
+                listen,
+                tty,
+                hang,
+            )| {
                 Settings {
                     instances,
                     stop_signal,
@@ -130,6 +151,7 @@ fn case() -> impl Strategy<Value = Case> {
                     min_uptime: Duration::from_millis(up),
                     listen_timeout: Duration::from_millis(listen),
                     interactive: tty,
+                    hang_timeout: Duration::from_millis(hang),
                 }
             },
         );
@@ -293,6 +315,11 @@ impl Sim {
                 }
             }
             Action::Steer { .. } => {}
+            Action::Ping { pid } => {
+                if !self.procs.get(&pid).is_some_and(|p| p.worker) {
+                    return Err(self.fail(format!("ping to pid {pid}, no live worker")));
+                }
+            }
             Action::Log(note) => match note {
                 Note::CrashLoop { .. } => self.record.crash_loop = true,
                 Note::Interrupted { .. } => self.record.interrupted = true,
@@ -449,7 +476,30 @@ impl Sim {
             Op::Prestop => self.feed(Event::Prestop)?,
             Op::OverMemory(i) => {
                 if let Some(pid) = pick(self.sup.serving(), i) {
-                    self.feed(Event::OverMemory { pid, rss: 1 << 30 })?;
+                    self.feed(Event::OverMemory {
+                        pid,
+                        rss: 1 << 30,
+                        reason: MemoryReason::MaxMemory,
+                    })?;
+                }
+            }
+            Op::Critical(i) => {
+                if let Some(pid) = pick(self.workers(), i) {
+                    self.feed(Event::MemoryCritical {
+                        pid,
+                        rss: 1 << 30,
+                        limit: 1 << 30,
+                    })?;
+                }
+            }
+            Op::Alive(i) => {
+                if let Some(pid) = pick(self.workers(), i) {
+                    self.feed(Event::Alive { pid })?;
+                }
+            }
+            Op::Unanswerable(i) => {
+                if let Some(pid) = pick(self.workers(), i) {
+                    self.feed(Event::Unanswerable { pid })?;
                 }
             }
             Op::Wait(ms) => self.wait(ms)?,

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use std::time::Duration;
 
-use super::Status;
+use super::{MemoryReason, Status};
 use crate::parse::signal_name;
 
 /// Something worth a log line. The field names are the JSON log's.
@@ -40,11 +40,27 @@ pub enum Note {
         slot: usize,
         pid: i32,
     },
-    /// Over --max-memory: a new worker replaces it, as in a reload.
+    /// Over its memory (`reason`): a new worker replaces it, as in a reload.
     MemoryExceeded {
         slot: usize,
         pid: i32,
         rss_bytes: u64,
+        reason: MemoryReason,
+    },
+    /// About to exhaust the container's memory: SIGKILLed now, replaced.
+    MemoryKilled {
+        slot: usize,
+        pid: i32,
+        rss_bytes: u64,
+        limit_bytes: u64,
+    },
+    /// Its event loop left a ping unanswered for --hang-timeout: replaced
+    /// and SIGKILLed.
+    WorkerHung {
+        slot: usize,
+        pid: i32,
+        silent_ms: u64,
+        hang_timeout_ms: u64,
     },
     ReloadStarted {
         generation: u64,

@@ -217,6 +217,7 @@ mod tests {
             Event::OverMemory {
                 pid: 104,
                 rss: 1 << 30,
+                reason: MemoryReason::MaxMemory,
             },
             20,
         ); // 105 for slot 3

@@ -95,6 +95,8 @@ impl Supervisor {
             },
             restarts: s.restarts,
             since: Some(w.since),
+            answered: w.answered,
+            answer_delay: w.answer_delay,
         };
         for (slot, s) in self.slots.iter().enumerate() {
             let empty = |state| WorkerView {
@@ -104,6 +106,8 @@ impl Supervisor {
                 state,
                 restarts: s.restarts,
                 since: None,
+                answered: None,
+                answer_delay: None,
             };
             match s.state {
                 SlotState::Up(w) => rows.push(row(slot, s, w, false)),
@@ -124,6 +128,8 @@ impl Supervisor {
                 state: WorkerState::Draining,
                 restarts: self.slots.get(d.slot).map_or(0, |s| s.restarts),
                 since: Some(d.since),
+                answered: None,
+                answer_delay: None,
             });
         }
         rows

@@ -20,6 +20,7 @@ pub(crate) fn settings() -> Settings {
         min_uptime: Duration::from_secs(1),
         listen_timeout: Duration::from_secs(3),
         interactive: false,
+        hang_timeout: Duration::ZERO,
     }
 }
 

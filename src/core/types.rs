@@ -28,6 +28,10 @@ pub struct Settings {
     /// stdin is a terminal: worker 0 takes the foreground process group, and
     /// its death by SIGINT/SIGQUIT (Ctrl-C, Ctrl-\) ends the run.
     pub interactive: bool,
+    /// --hang-timeout: a ready worker that takes part in liveness (its
+    /// preload said so) and leaves a ping unanswered this long is hung.
+    /// Zero turns the check off.
+    pub hang_timeout: Duration,
 }
 
 /// How a process ended.
@@ -67,13 +71,47 @@ pub enum Event {
     TreeEmpty,
     /// The deadline from `next_deadline` has passed.
     Tick,
-    /// The worker's process group uses more memory than --max-memory.
-    OverMemory { pid: i32, rss: u64 },
+    /// The worker uses too much memory: replace it, the new one first.
+    OverMemory {
+        pid: i32,
+        rss: u64,
+        reason: MemoryReason,
+    },
+    /// The worker is about to exhaust the container's memory: start its
+    /// replacement and SIGKILL it now, before the kernel's OOM killer acts.
+    MemoryCritical { pid: i32, rss: u64, limit: u64 },
+    /// The worker's event loop answered (the preload's hello or its answer
+    /// to a ping): it takes part in liveness from now on.
+    Alive { pid: i32 },
+    /// The worker's IPC channel closed: it can no longer answer pings.
+    Unanswerable { pid: i32 },
     /// `pminit scale`: change the number of workers.
     Scale(ScaleTo),
     /// `pminit prestop`: the orchestrator is about to stop us. Keep serving,
     /// but `ready` fails from now on, so traffic moves elsewhere.
     Prestop,
+}
+
+/// Why a worker is replaced for its memory (the metrics' `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MemoryReason {
+    /// Its process group is over --max-memory.
+    MaxMemory,
+    /// Its V8 heap is near the heap limit pminit gave it.
+    Heap,
+    /// Its memory is near its share of the container's limit.
+    Share,
+}
+
+impl MemoryReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            MemoryReason::MaxMemory => "max_memory",
+            MemoryReason::Heap => "heap",
+            MemoryReason::Share => "share",
+        }
+    }
 }
 
 /// The most workers `scale` (and `-i`) accept.
@@ -124,6 +162,10 @@ pub struct WorkerView {
     pub state: WorkerState,
     pub restarts: u32,
     pub since: Option<Instant>,
+    /// When its event loop last answered a ping (liveness).
+    pub answered: Option<Instant>,
+    /// How long it took to answer the last ping: its event loop's delay.
+    pub answer_delay: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,6 +199,11 @@ pub enum Action {
     /// these (per-worker socket layout).
     Steer {
         slots: Vec<usize>,
+    },
+    /// Ask the worker's event loop whether it runs (liveness): the answer
+    /// comes back as Event::Alive.
+    Ping {
+        pid: i32,
     },
     Log(Note),
     Exit(i32),

@@ -76,6 +76,7 @@ impl Shell {
             .into_iter()
             .map(|v| {
                 let used = v.pid.and_then(|p| usage.get(&p).copied());
+                let heap = v.pid.and_then(|p| self.healing.heaps.get(&p).copied());
                 let cpu_percent = match (v.pid, used, v.since) {
                     (Some(pid), Some(u), Some(since)) => {
                         // Since the previous status, or since the worker started.
@@ -99,6 +100,12 @@ impl Shell {
                     rss_bytes: used.map(|u| u.rss_bytes),
                     cpu_ms: used.map(|u| u.cpu_ms),
                     cpu_percent,
+                    answered_ms_ago: v
+                        .answered
+                        .map(|t| now.saturating_duration_since(t).as_millis() as u64),
+                    loop_delay_ms: v.answer_delay.map(|d| d.as_millis() as u64),
+                    heap_used_bytes: heap.map(|h| h.used),
+                    heap_limit_bytes: heap.map(|h| h.limit),
                 }
             })
             .collect();
@@ -173,12 +180,24 @@ impl Shell {
                 continue;
             };
             let mut ready = false;
+            let mut alive = false;
             let mut requests = Vec::new();
-            for m in c.read() {
+            let was_closed = c.closed;
+            let messages = c.read();
+            let closed_now = c.closed && !was_closed;
+            for m in messages {
                 match m {
                     Ok(Message::Ready) if self.wait_ready => ready = true,
                     Ok(Message::Listening) if !self.wait_ready => ready = true,
                     Ok(Message::Listen { id, request }) => requests.push((id, request)),
+                    Ok(Message::Alive { heap }) => {
+                        alive = true;
+                        match heap {
+                            Some(h) => self.healing.heaps.insert(pid, h),
+                            None => self.healing.heaps.remove(&pid),
+                        };
+                    }
+                    Ok(Message::Grew) => self.healing.hurry(Instant::now()),
                     Ok(_) => {}
                     Err(reason) => {
                         c.dropped += 1;
@@ -196,6 +215,13 @@ impl Shell {
             if ready && !readied.contains(&pid) {
                 readied.push(pid);
                 queue.push_back(Event::Ready { pid });
+            }
+            // One answer per wake-up is enough, however many were sent.
+            if alive {
+                queue.push_back(Event::Alive { pid });
+            }
+            if closed_now {
+                queue.push_back(Event::Unanswerable { pid });
             }
             for (k, (id, request)) in requests.into_iter().enumerate() {
                 let request = match request {

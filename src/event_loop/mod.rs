@@ -29,6 +29,7 @@ use crate::spawn::{self, Launcher, Program};
 use crate::strays::{kill_all, StraySweep};
 use crate::{log, node, parse, sys};
 
+mod healing;
 mod inputs;
 
 /// A start-up failure: nothing is running yet, so pminit exits with `code`.
@@ -89,9 +90,6 @@ fn addresses(config: &Config, program: &Program) -> Result<Vec<Addr>, StartError
     }
 }
 
-/// How often --max-memory looks at the workers' memory (only when set).
-const MEMORY_CHECK: Duration = Duration::from_secs(1);
-
 /// The I/O side: carries out the core's actions and turns what the kernel
 /// reports into events.
 struct Shell {
@@ -120,6 +118,8 @@ struct Shell {
     /// once when they are all handled (each reaped orphan asks for one; a
     /// /proc scan per orphan made 1000 orphans take seconds).
     kill_pending: Option<Vec<i32>>,
+    /// Memory and CPU-quota rounds, the workers' heaps (healing.rs).
+    healing: healing::Healing,
 }
 
 impl Shell {
@@ -194,6 +194,23 @@ impl Shell {
                 self.signal_group(pid, signal);
             }
             Action::SignalGroup { pgid, signal } => self.signal_group(pgid, signal),
+            Action::Ping { pid } => {
+                let ping = serde_json::json!({ "cmd": crate::ipc::PING });
+                let sent = self.channels.get(&pid).map(|c| c.send(&ping));
+                match sent {
+                    Some(Ok(())) => {}
+                    // Its end is closed (or gone): it can no longer answer.
+                    Some(Err(e)) if e.raw_os_error() == Some(libc::EPIPE) => {
+                        follow.push(Event::Unanswerable { pid })
+                    }
+                    None => follow.push(Event::Unanswerable { pid }),
+                    Some(Err(e)) => log::warn_limited(
+                        log::Kind::IpcDropped,
+                        pid,
+                        &format!("cannot ping worker pid {pid}: {e}"),
+                    ),
+                }
+            }
             Action::SignalStrays { signal, workers } => {
                 let mut sweep = StraySweep::new(signal, workers);
                 sweep.sweep(self.me);
@@ -311,6 +328,33 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     };
     let mut settings = config.settings;
     settings.interactive = sys::isatty(libc::STDIN_FILENO);
+    let user_node_options = std::env::var("NODE_OPTIONS").ok();
+    if !settings.hang_timeout.is_zero()
+        && under_debugger(user_node_options.as_deref(), &config.command)
+    {
+        settings.hang_timeout = Duration::ZERO;
+        log::warn("liveness is off: the workers run under a debugger (--inspect), where a breakpoint stops the event loop; give --hang-timeout to keep it on");
+    }
+    // Node workers are watched against the container's memory limit, and
+    // get a heap budget from it unless the user sized the heap.
+    let limit = program
+        .is_node
+        .then(crate::memory::container_limit)
+        .flatten();
+    let user_heap = crate::memory::user_sized_heap(user_node_options.as_deref(), &config.command);
+    if let Some(l) = &limit {
+        let budget = crate::memory::Budget::new(l.bytes, settings.instances);
+        log::warn(&healing::budget_line(l, &budget, user_heap));
+    }
+    let memory_report = [
+        config.max_memory,
+        limit
+            .as_ref()
+            .map(|l| crate::memory::Budget::new(l.bytes, settings.instances).share / 10 * 8),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
     let options = spawn::Options {
         preload: config.preload,
         wait_ready: config.wait_ready,
@@ -324,7 +368,16 @@ pub fn run(config: Config) -> Result<i32, StartError> {
             // SAFETY: geteuid has no preconditions and cannot fail.
             unsafe { libc::geteuid() == 0 }
         }),
+        memory_limit: limit.as_ref().filter(|_| !user_heap).map(|l| l.bytes),
+        memory_report,
     };
+    let healing = healing::Healing::new(
+        limit,
+        config.max_memory,
+        config.cpu_relative.clone(),
+        settings.instances,
+        Instant::now(),
+    );
     let mut shell = Shell {
         me,
         pid1,
@@ -341,9 +394,8 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         shortages: 0,
         stray_sweep: None,
         kill_pending: None,
+        healing,
     };
-    let max_memory = config.max_memory;
-    let mut memory_check = max_memory.map(|_| Instant::now() + MEMORY_CHECK);
 
     let mut sup = Supervisor::new(settings);
     let mut queue = VecDeque::from([Event::Start]);
@@ -353,7 +405,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
                 // Kept open for the worker's whole life; it is over now.
                 shell.channels.remove(&pid);
                 shell.slots.remove(&pid);
+                shell.healing.forget(pid);
             }
+            // New workers' heap budgets follow the count (scale).
+            shell.launcher.workers = sup.instances();
             let mut follow = Vec::new();
             for action in sup.handle(event, Instant::now()) {
                 if let Some(code) = shell.execute(action, &mut follow)? {
@@ -385,7 +440,7 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         let resweep = shell.stray_sweep.as_ref().map(|s| s.next);
         let wake = [
             deadline,
-            memory_check,
+            shell.healing.next_deadline(),
             control_deadline,
             metrics_deadline,
             log::next_deadline(),
@@ -456,17 +511,19 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         if deadline.is_some_and(|d| d <= now) {
             queue.push_back(Event::Tick);
         }
-        if let (Some(limit), Some(due)) = (max_memory, memory_check) {
-            if due <= now {
-                memory_check = Some(now + MEMORY_CHECK);
-                let workers = sup.serving();
-                // PSS: pages a worker shares with its forked children count once.
-                for (pid, used) in sys::group_memory(&workers) {
-                    if used > limit {
-                        queue.push_back(Event::OverMemory { pid, rss: used });
-                    }
-                }
-            }
-        }
+        shell.healing.run_due(&sup, now, &mut queue);
     }
+}
+
+/// The workers run under Node's inspector (`--inspect`, `--inspect-brk`,
+/// ... in NODE_OPTIONS or before the script): a breakpoint would look
+/// like a hang.
+fn under_debugger(node_options: Option<&str>, command: &[String]) -> bool {
+    let inspect = |w: &str| w.starts_with("--inspect");
+    node_options.is_some_and(|o| o.split_whitespace().any(inspect))
+        || command
+            .iter()
+            .skip(1)
+            .take_while(|a| a.starts_with('-'))
+            .any(|a| inspect(a))
 }

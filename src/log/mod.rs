@@ -32,7 +32,7 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use crate::core::Note;
+use crate::core::{MemoryReason, Note};
 use crate::limits::{LOG_BURST, LOG_MAX_KEYS, LOG_MAX_LINE, LOG_RETRY, LOG_WINDOW};
 
 mod limit;
@@ -280,9 +280,33 @@ pub fn text(note: &Note) -> String {
             slot,
             pid,
             rss_bytes,
+            reason,
         } => format!(
-            "worker {slot} (pid {pid}) uses {} MiB, over --max-memory: replacing it",
-            rss_bytes >> 20
+            "worker {slot} (pid {pid}) uses {} MiB, {}: replacing it, the new worker first",
+            rss_bytes >> 20,
+            match reason {
+                MemoryReason::MaxMemory => "over --max-memory",
+                MemoryReason::Heap => "its V8 heap near the heap limit pminit gave it",
+                MemoryReason::Share => "near its share of the container's memory limit",
+            }
+        ),
+        Note::MemoryKilled {
+            slot,
+            pid,
+            rss_bytes,
+            limit_bytes,
+        } => format!(
+            "worker {slot} (pid {pid}) uses {} MiB and the container is near its {} MiB limit: killing it (SIGKILL) before the kernel's OOM killer does, its replacement first",
+            rss_bytes >> 20,
+            limit_bytes >> 20
+        ),
+        Note::WorkerHung {
+            slot,
+            pid,
+            silent_ms,
+            hang_timeout_ms,
+        } => format!(
+            "worker {slot} (pid {pid}) hung: its event loop has not answered for {silent_ms} ms (--hang-timeout {hang_timeout_ms} ms); starting its replacement and killing it (SIGKILL)"
         ),
         Note::ReloadStarted { generation } => format!("reload to generation {generation} started"),
         Note::ReloadQueued { generation } => {

@@ -20,7 +20,7 @@ use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use crate::core::{Note, Supervisor, WorkerState};
+use crate::core::{MemoryReason, Note, Supervisor, WorkerState};
 use crate::limits::METRICS_MAX_PAGE;
 use crate::listen::Addr;
 use crate::{parse, sys};
@@ -42,9 +42,22 @@ pub struct Counters {
     /// as its outcome. A --max-memory replacement ends the same way but is
     /// counted as a replacement, not a reload.
     rolling: bool,
-    memory_replacements: u64,
+    /// Workers replaced for their memory, by reason (max_memory, heap,
+    /// share, in MemoryReason's order).
+    memory_replacements: [u64; 3],
+    /// Workers SIGKILLed because they were about to exhaust the container.
+    memory_kills: u64,
+    /// Workers found hung (--hang-timeout) and replaced.
+    hangs: u64,
     crash_loop: bool,
 }
+
+/// The memory reasons, in the order of `Counters::memory_replacements`.
+const MEMORY_REASONS: [MemoryReason; 3] = [
+    MemoryReason::MaxMemory,
+    MemoryReason::Heap,
+    MemoryReason::Share,
+];
 
 impl Counters {
     pub fn observe(&mut self, note: &Note) {
@@ -73,7 +86,13 @@ impl Counters {
                 self.reloads_failed += 1;
                 self.rolling = false;
             }
-            Note::MemoryExceeded { .. } => self.memory_replacements += 1,
+            Note::MemoryExceeded { reason, .. } => {
+                if let Some(i) = MEMORY_REASONS.iter().position(|r| r == reason) {
+                    self.memory_replacements[i] += 1;
+                }
+            }
+            Note::MemoryKilled { .. } => self.memory_kills += 1,
+            Note::WorkerHung { .. } => self.hangs += 1,
             Note::CrashLoop { .. } => self.crash_loop = true,
             _ => {}
         }
@@ -264,11 +283,29 @@ pub fn render(snap: &Snapshot, c: &Counters) -> String {
         "1 while a rolling reload (or a --max-memory replacement) runs.",
         u8::from(snap.reloading),
     );
-    p.one(
+    p.family(
         "pminit_memory_replacements_total",
         "counter",
-        "Workers replaced for going over --max-memory.",
-        c.memory_replacements,
+        "Workers replaced (new first, old drained) for their memory: over --max-memory, V8 heap near its limit, or near their share of the container's memory limit.",
+    );
+    for (reason, n) in MEMORY_REASONS.iter().zip(c.memory_replacements) {
+        p.sample(
+            "pminit_memory_replacements_total",
+            &[("reason", reason.name().to_string())],
+            n,
+        );
+    }
+    p.one(
+        "pminit_memory_kills_total",
+        "counter",
+        "Workers SIGKILLed by pminit (their replacement first) because they were about to exhaust the container's memory, before the kernel's OOM killer.",
+        c.memory_kills,
+    );
+    p.one(
+        "pminit_worker_hangs_total",
+        "counter",
+        "Workers whose event loop left a liveness ping unanswered for --hang-timeout: replaced, then SIGKILLed.",
+        c.hangs,
     );
     p.one(
         "pminit_max_restarts",
@@ -484,6 +521,7 @@ mod tests {
                 slot: 0,
                 pid: 1,
                 rss_bytes: 9,
+                reason: crate::core::MemoryReason::Share,
             },
             Note::ReloadFinished {
                 generation: 3,
@@ -501,7 +539,20 @@ mod tests {
             (c.reloads_started, c.reloads_succeeded, c.reloads_failed),
             (2, 1, 1)
         );
-        assert_eq!(c.memory_replacements, 1);
+        assert_eq!(c.memory_replacements, [0, 0, 1]);
+        c.observe(&Note::WorkerHung {
+            slot: 0,
+            pid: 1,
+            silent_ms: 30_000,
+            hang_timeout_ms: 30_000,
+        });
+        c.observe(&Note::MemoryKilled {
+            slot: 0,
+            pid: 1,
+            rss_bytes: 9,
+            limit_bytes: 10,
+        });
+        assert_eq!((c.hangs, c.memory_kills), (1, 1));
         assert!(!c.crash_loop);
         c.observe(&Note::CrashLoop {
             slot: 0,
