@@ -179,6 +179,9 @@ const HEAP_SOFT: (u64, u64) = (85, 100);
 /// The whole container at this part of its limit: the largest worker over
 /// its share is killed at once, its replacement first.
 const CONTAINER_HARD: (u64, u64) = (9, 10);
+/// A worker at this multiple of its share grows past any heap limit (its
+/// memory is outside V8's heap): killed at once, its replacement first.
+const SHARE_HARD: (u64, u64) = (3, 2);
 
 fn part(x: u64, (num, den): (u64, u64)) -> u64 {
     x / den * num + x % den * num / den
@@ -216,7 +219,9 @@ pub enum Verdict {
 ///
 /// - The container at 90 % of its limit: the largest worker past 90 % of
 ///   its share is killed now (its replacement first); when none is, no
-///   single worker is to blame and the kernel decides.
+///   single worker is to blame and the kernel decides. A worker at 1.5
+///   times its share is killed too, however full the container: no heap
+///   limit holds what it allocates.
 /// - Else a serving worker past 90 % of its share, or with its V8 heap
 ///   past 85 % of its limit, is replaced gently (new first), if a new
 ///   worker fits beside it; when it does not, the rule above takes it
@@ -228,10 +233,12 @@ pub fn judge(samples: &[Sample], budget: Option<&Budget>, max_memory: Option<u64
     let mut killed = None;
     if let Some(b) = budget {
         let soft = part(b.share, SHARE_SOFT);
-        if total >= part(b.limit, CONTAINER_HARD) {
+        let full = total >= part(b.limit, CONTAINER_HARD);
+        let runaway = |s: &&Sample| s.memory > part(b.share, SHARE_HARD);
+        if full || samples.iter().any(|s| runaway(&s)) {
             if let Some(s) = samples
                 .iter()
-                .filter(|s| s.memory > soft)
+                .filter(|s| s.memory > soft && (full || runaway(s)))
                 .max_by_key(|s| s.memory)
             {
                 killed = Some(s.pid);
@@ -273,7 +280,7 @@ pub fn judge(samples: &[Sample], budget: Option<&Budget>, max_memory: Option<u64
 }
 
 /// Fastest sampling, while memory grows quickly.
-pub const FASTEST: Duration = Duration::from_millis(50);
+pub const FASTEST: Duration = Duration::from_millis(25);
 
 /// When to sample next: at the housekeeping rate while nothing grows;
 /// while something does, early enough to sample twice before the fastest
@@ -536,6 +543,15 @@ mod tests {
             vec![Verdict::Kill {
                 pid: 2,
                 memory: 119 * MIB
+            }]
+        );
+        // A runaway: 1.5 times its share, however empty the container.
+        let runaway = [serving(1, 190), serving(2, 50)];
+        assert_eq!(
+            judge(&runaway, Some(&b), None),
+            vec![Verdict::Kill {
+                pid: 1,
+                memory: 190 * MIB
             }]
         );
         // Full with nobody past 90 % of a share: nobody to blame.

@@ -329,10 +329,15 @@ delete env.PMINIT_MEMORY_REPORT;
 const MEMORY_REPORT_MS = 100;
 let memoryReported = -Infinity;
 
+// V8 stops a worker whose heap reaches its limit; pminit replaces it
+// gently past this part of the limit, if it hears in time.
+const HEAP_MARK = 0.85;
+
 function afterGc() {
   const now = performance.now();
   if (now - memoryReported < MEMORY_REPORT_MS) return;
-  if (process.memoryUsage.rss() > memoryMark) {
+  const heap = v8.getHeapStatistics();
+  if (process.memoryUsage.rss() > memoryMark || heap.used_heap_size > heap.heap_size_limit * HEAP_MARK) {
     memoryReported = now;
     report({ pminit: 'memory' });
   }

@@ -344,7 +344,10 @@ pub fn run(config: Config) -> Result<i32, StartError> {
     let user_heap = crate::memory::user_sized_heap(user_node_options.as_deref(), &config.command);
     if let Some(l) = &limit {
         let budget = crate::memory::Budget::new(l.bytes, settings.instances);
-        log::warn(&healing::budget_line(l, &budget, user_heap));
+        log::info(
+            "memory_budget",
+            &healing::budget_line(l, &budget, user_heap),
+        );
     }
     let memory_report = [
         config.max_memory,

@@ -106,14 +106,27 @@ fn capped(mut line: String) -> String {
 }
 
 fn warn_line(format: Format, message: &str) -> String {
+    message_line(format, "warn", "warning", "warning: ", message)
+}
+
+fn message_line(format: Format, level: &str, event: &str, prefix: &str, message: &str) -> String {
     match format {
-        Format::Text => format!("pminit: warning: {message}\n"),
+        Format::Text => format!("pminit: {prefix}{message}\n"),
         Format::Json => format!(
-            "{{\"ts\":\"{}\",\"level\":\"warn\",\"event\":\"warning\",\"message\":{}}}\n",
+            "{{\"ts\":\"{}\",\"level\":\"{level}\",\"event\":\"{event}\",\"message\":{}}}\n",
             timestamp(),
             serde_json::Value::from(message)
         ),
     }
+}
+
+/// A fact about the run worth one line (`event` names it in the JSON log),
+/// such as the memory budget at start.
+pub fn info(event: &str, message: &str) {
+    with(|l| {
+        let line = message_line(l.format, "info", event, "", message);
+        emit(l, line);
+    });
 }
 
 /// One line, written with a single non-blocking `write` so lines from
