@@ -160,6 +160,60 @@ fn an_ipc_flood_is_read_in_bounded_slices_and_pminit_keeps_answering() {
     assert!(count(&log, "suppressed") >= 1, "{log:?}");
 }
 
+/// The healing messages (issue 19): liveness answers and "look at my
+/// memory" reports, as fast as a worker can write them. Each wake-up turns
+/// them into at most one liveness event per worker, and the reports only
+/// bring the memory watch's next sample forward (at most one per 25 ms), so
+/// the flood costs what any IPC flood costs, changes nothing, and the probes
+/// keep answering. The worker is Node under a 512 MiB limit, so the memory
+/// watch runs; its heap is reported far from its limit.
+#[test]
+fn a_flood_of_liveness_answers_and_memory_reports_changes_nothing() {
+    if !pid1_ok("liveness_flood") {
+        return;
+    }
+    let Some(app) = node_app("liveness_flood") else {
+        return;
+    };
+    let Some((run, cg)) = start(
+        "liveness",
+        &[
+            "--hang-timeout",
+            "2s",
+            "--",
+            "node",
+            "liveness_flood.js",
+            "4",
+        ],
+        Some(app),
+        None,
+    ) else {
+        return;
+    };
+    run.expect_out("flooding");
+    let pid = run.pminit_pid();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let before = cpu_ticks(pid).expect("ticks");
+    let t = Instant::now();
+    let mut f = Figures::default();
+    f.probe_until(&run, "flood done");
+    run.expect_out("flood done");
+    let used = cpu_ticks(pid).expect("ticks") - before;
+    let elapsed = t.elapsed().as_secs_f64() * hz;
+    println!(
+        "hostile: liveness flood: {used} ticks of pminit CPU over {elapsed:.0} elapsed ticks ({:.1}%)",
+        used as f64 * 100.0 / elapsed
+    );
+    f.probe(&run, 0);
+    let log = finish("liveness flood", run, &cg, &f);
+    // Nothing was replaced, killed or taken for hung on the worker's word.
+    for text in ["replacing", "killing", "hung", "restarts"] {
+        assert_eq!(count(&log, text), 0, "{text}: {log:?}");
+    }
+    assert!(count(&log, "memory budget") == 1, "{log:?}");
+}
+
 #[test]
 fn a_notify_flood_is_read_in_batches_and_its_log_lines_are_limited() {
     if !pid1_ok("notify_flood") {

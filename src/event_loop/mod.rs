@@ -410,10 +410,12 @@ pub fn run(config: Config) -> Result<i32, StartError> {
                 shell.slots.remove(&pid);
                 shell.healing.forget(pid);
             }
-            // New workers' heap budgets follow the count (scale).
-            shell.launcher.workers = sup.instances();
             let mut follow = Vec::new();
-            for action in sup.handle(event, Instant::now()) {
+            let actions = sup.handle(event, Instant::now());
+            // New workers' heap budgets follow the count (a scale changes
+            // it in this very event).
+            shell.launcher.workers = sup.instances();
+            for action in actions {
                 if let Some(code) = shell.execute(action, &mut follow)? {
                     return Ok(code);
                 }
