@@ -70,3 +70,14 @@ impl Drop for MemoryCgroup {
         let _ = std::fs::remove_dir(&self.dir);
     }
 }
+
+impl MemoryCgroup {
+    /// How many processes the kernel's OOM killer ended in the group
+    /// (the `oom_kill` line of memory.oom_control).
+    pub fn oom_kills(&self) -> Option<u64> {
+        let text = std::fs::read_to_string(self.dir.join("memory.oom_control")).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("oom_kill "))
+            .and_then(|v| v.trim().parse().ok())
+    }
+}

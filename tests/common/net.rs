@@ -225,3 +225,34 @@ impl Load {
         total
     }
 }
+
+/// One GET of `path` on a new connection to 127.0.0.1:`port` that reads
+/// the response by its Content-Length (not to the end of the stream): the
+/// body, or why it failed. For a server that may stop right after it
+/// answers (a worker about to hang).
+pub fn http_get_answer(port: u16, path: &str) -> Result<String, String> {
+    use std::io::Write;
+    let timeout = Duration::from_secs(10);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .map_err(|e| format!("write: {e}"))?;
+    read_response(&mut s).map(|(body, _)| body)
+}
+
+/// The whole page of a `--metrics` endpoint on 127.0.0.1:`port`.
+pub fn scrape_metrics(port: u16) -> Result<String, String> {
+    http_get_path(port, "/metrics")
+}
+
+/// The value of the sample whose name and labels are exactly `series`.
+pub fn metric_sample(page: &str, series: &str) -> Option<f64> {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}

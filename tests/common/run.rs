@@ -313,3 +313,84 @@ impl Run {
         self.exited
     }
 }
+impl Run {
+    /// Waits at most `limit` until a line seen so far (consumed or not)
+    /// matches `pred`, and returns it: a deadline on an event.
+    pub fn expect_seen_within(
+        &self,
+        what: &str,
+        limit: Duration,
+        pred: impl Fn(&Line) -> bool,
+    ) -> Line {
+        let end = Instant::now() + limit;
+        loop {
+            let found = self
+                .seen
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|l| pred(l))
+                .cloned();
+            if let Some(line) = found {
+                return line;
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if self.lines.recv_timeout(left).is_err() {
+                panic!(
+                    "[{:?}] no line {what} within {limit:?}; transcript:\n{}",
+                    self.mode,
+                    self.transcript()
+                );
+            }
+        }
+    }
+
+    /// Reads lines for `limit` and fails if any line seen (before or
+    /// during) matches `pred`: a bounded wait for something that must not
+    /// happen. Returns early if every writer is gone.
+    pub fn expect_none_within(&self, what: &str, limit: Duration, pred: impl Fn(&Line) -> bool) {
+        let end = Instant::now() + limit;
+        loop {
+            if let Some(l) = self.seen.lock().expect("lock").iter().find(|l| pred(l)) {
+                panic!(
+                    "[{:?}] a line {what}: {l:?}; transcript:\n{}",
+                    self.mode,
+                    self.transcript()
+                );
+            }
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return;
+            }
+            match self.lines.recv_timeout(left) {
+                Ok(_) => {}
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+}
+
+/// `pminit ARGS` against `run`'s pminit (through nsenter in PID-1 mode):
+/// exit code, stdout, stderr.
+pub fn verb_output(run: &Run, args: &[&str]) -> (i32, String, String) {
+    let pid = run.pminit_pid().to_string();
+    let mut cmd = match run.mode {
+        Mode::Pid1 => {
+            let mut c = Command::new("nsenter");
+            c.args(["-t", &pid, "-p", "-m", PMINIT]).args(args);
+            c
+        }
+        Mode::Subreaper => {
+            let mut c = Command::new(PMINIT);
+            c.args(args).args(["--pid", &pid]);
+            c
+        }
+    };
+    let out = cmd.output().expect("run the verb");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
