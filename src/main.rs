@@ -14,6 +14,7 @@ mod metrics;
 mod node;
 mod notify;
 mod parse;
+mod runtime;
 mod spawn;
 mod steer;
 mod strays;
