@@ -215,7 +215,7 @@ impl Parser<'_> {
         }
         let mut s = parts.join(if literal { "\n" } else { " " });
         s.push('\n');
-        s.into()
+        s
     }
 }
 
