@@ -231,7 +231,11 @@ fn bad_files_and_fields_are_one_line_naming_the_file_and_the_field() {
         "cwd.json",
         r#"{"apps": [{"script": "a.js", "cwd": "/nonexistent/dir"}]}"#,
     );
-    let yaml = w("ecosystem.yaml", "apps: []\n");
+    let toml = w("ecosystem.toml", "[[apps]]\n");
+    let bad_yaml = w(
+        "ecosystem.yml",
+        "apps:\n  - script: a.js\n    args: *shared\n",
+    );
     let missing = dir.join("missing.config.js").to_string_lossy().into_owned();
     let table: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
@@ -271,7 +275,14 @@ fn bad_files_and_fields_are_one_line_naming_the_file_and_the_field() {
             vec!["--config", &cwd],
             vec![&cwd, "apps[0].cwd", "/nonexistent/dir"],
         ),
-        (vec!["--config", &yaml], vec!["--config", ".json"]),
+        (
+            vec!["--config", &toml],
+            vec!["--config", ".json", ".yaml", ".ts"],
+        ),
+        (
+            vec!["--config", &bad_yaml],
+            vec![&bad_yaml, "line 3", "aliases"],
+        ),
         (vec!["--config", &missing], vec![&missing, "cannot read"]),
         (
             vec!["--env", "production", "--", "true"],
