@@ -15,6 +15,7 @@ mod metrics;
 mod node;
 mod notify;
 mod parse;
+mod runtime;
 mod spawn;
 mod steer;
 mod strays;
@@ -72,12 +73,13 @@ fn main() -> ExitCode {
         }
     };
     log::init(config.log_format, config.verbose);
-    for w in &config.warnings {
-        log::warn(w);
-    }
     if let Err(message) = enter(&config) {
         eprintln!("pminit: {message}");
         return ExitCode::from(EXIT_USAGE);
+    }
+    // After enter(): a file that cannot be entered is one line, no more.
+    for w in &config.warnings {
+        log::warn(w);
     }
     match event_loop::run(*config) {
         Ok(code) => ExitCode::from(code as u8),

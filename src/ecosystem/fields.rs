@@ -212,7 +212,7 @@ pub(super) fn env_pairs(
 pub(super) fn interpreter_for(script: &str) -> Option<&'static str> {
     let ext = std::path::Path::new(script).extension()?.to_str()?;
     Some(match ext {
-        "js" | "cjs" | "mjs" | "ts" | "tsx" => "node",
+        "js" | "cjs" | "mjs" | "ts" | "mts" | "cts" | "tsx" => "node",
         "sh" => "bash",
         "py" => "python3",
         "rb" => "ruby",

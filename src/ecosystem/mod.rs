@@ -19,6 +19,7 @@ use serde_json::{Map, Value};
 
 mod fields;
 mod read;
+mod yaml;
 
 use fields::*;
 use read::read;
@@ -275,11 +276,12 @@ fn from_app(
             scalar(file, &f(n), v, "milliseconds")?,
             f(n),
         ),
-        None => opt(
-            "--kill-timeout",
-            "1600".into(),
-            format!("{} (pm2's default)", f("kill_timeout")),
-        ),
+        // pm2's 1600 ms would SIGKILL a drain that takes longer: pminit's
+        // own grace (--kill-timeout, 8 s unless set) applies, and says so.
+        None => out.warnings.push(format!(
+            "{file}: {} is not set: pminit's --kill-timeout applies (default 8s), not pm2's 1600 ms",
+            f("kill_timeout")
+        )),
     }
     for (field, flag, expected) in [
         ("listen_timeout", "--listen-timeout", "milliseconds"),
@@ -469,12 +471,24 @@ mod tests {
 
     #[test]
     fn pm2_defaults_and_shapes() {
-        // A single app object, pm2's defaults: kill_timeout 1600, autorestart.
+        // A single app object: pm2's autorestart; not pm2's 1600 ms grace,
+        // which would SIGKILL a long drain: pminit's own, said once.
         let a = app(json!({"apps": {"script": "app.py"}}), None).expect("valid");
         assert_eq!(a.command, ["python3", "app.py"]);
-        assert_eq!(option(&a, "--kill-timeout"), Some("1600"));
+        assert_eq!(option(&a, "--kill-timeout"), None);
         assert_eq!(option(&a, "--restart"), Some("always"));
-        assert!(a.warnings.is_empty());
+        assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+        assert!(
+            a.warnings[0].contains("kill_timeout is not set")
+                && a.warnings[0].contains("not pm2's 1600 ms"),
+            "{:?}",
+            a.warnings
+        );
+        // .mts and .cts scripts are Node's too.
+        for script in ["a.mts", "a.cts"] {
+            let a = app(json!({"script": script, "kill_timeout": 1}), None).expect("valid");
+            assert_eq!(a.command, ["node", script]);
+        }
         // A bare array; interpreter none; npm as a program; a shell line.
         let a = app(
             json!([{"script": "./bin/app", "interpreter": "none", "args": ["x"]}]),
@@ -503,7 +517,7 @@ mod tests {
         assert_eq!(option(&a, "--restart"), Some("on-failure"));
         // Restart delays have no equivalent: said once.
         let a = app(
-            json!({"apps": [{"script": "a.js", "restart_delay": 4000, "exp_backoff_restart_delay": 100}]}),
+            json!({"apps": [{"script": "a.js", "kill_timeout": 5000, "restart_delay": 4000, "exp_backoff_restart_delay": 100}]}),
             None,
         )
         .expect("valid");
