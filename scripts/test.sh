@@ -50,6 +50,12 @@ for major in 22 24; do
   fi
 done
 
+echo "== the preload's own suite (tests/preload) on Node 22 and 24"
+# A glob, not the directory: Node 22+ reads `--test DIR` as a file name.
+for major in 22 24; do
+  "target/node-$major/node_modules/node/bin/node" --test tests/preload/*.test.mjs
+done
+
 echo "== Bun and Deno for tests/runtimes.rs (pinned; npm's packages ship the binaries)"
 BUN_VERSION=1.4.5
 DENO_VERSION=2.9.6
