@@ -37,7 +37,8 @@ pub enum Invocation {
 pub const USAGE: &str =
     "usage: pminit [OPTIONS] -- COMMAND [ARG...]  (pminit --help lists the options)";
 
-const ABOUT: &str = "pminit: a PID 1 for containers. Reaps zombies, forwards signals, stops gracefully (stop signal, grace, SIGKILL) and restarts workers that crash.";
+const ABOUT: &str = "pminit: a PID 1 for containers. Reaps zombies, forwards signals, stops
+gracefully (stop signal, grace, SIGKILL) and restarts workers that crash.";
 
 /// The CPUs this process may use: affinity and cgroup (v1 and v2) quota,
 /// as std computes them.
@@ -307,7 +308,7 @@ impl Layers<'_> {
 /// `--help`, from the table.
 fn help() -> String {
     let mut out = format!(
-        "Usage: pminit [OPTIONS] -- COMMAND [ARG...]\n       pminit status [--json] | reload | scale N|+K|-K | ready | prestop [--delay DURATION]\n\n{ABOUT}\n\nOptions (each also PMINIT_<NAME>, as PMINIT_KILL_TIMEOUT; the flag wins; a --config file under both):\n"
+        "Usage: pminit [OPTIONS] -- COMMAND [ARG...]\n       pminit status|reload|scale|ready|prestop ...  (pminit VERB --help)\n\n{ABOUT}\n\nOptions (each also PMINIT_<NAME>, as PMINIT_KILL_TIMEOUT; a flag wins over its\nvariable, a variable over a --config file):\n"
     );
     for opt in OPTIONS {
         let names = match opt.short {
@@ -732,5 +733,70 @@ mod tests {
             version,
             format!("PRINT pminit {}\n", env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn argv_forms() {
+        // --name=VALUE, short options, a command without `--` (greedy).
+        let c = run("--kill-timeout=2s -i 3 -l=80 node app.js -v --x", &[]);
+        assert_eq!(
+            c.expect_err("-l=80 is not an option"),
+            format!("Unrecognized argument: -l=80 ({USAGE})")
+        );
+        let c = run(
+            "--kill-timeout=2s -i 3 --listen=80 -l 81 node app.js -v --x",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.settings.kill_timeout, Duration::from_secs(2));
+        assert_eq!(c.settings.instances, 3);
+        assert_eq!(c.listen, vec![Addr::AnyPort(80), Addr::AnyPort(81)]);
+        assert_eq!(c.command, ["node", "app.js", "-v", "--x"]);
+        assert!(!c.verbose, "-v after the command is the command's");
+        let c = run("-i -1 -- -x", &[]).expect("valid");
+        assert_eq!(
+            (c.settings.instances, c.command),
+            (1, vec!["-x".to_string()])
+        );
+        // argh's wording, kept.
+        let table: &[Case] = &[
+            (
+                "--kill-timeout 1 --kill-timeout 2 -- x",
+                &[],
+                &["'--kill-timeout'", "duplicate values"],
+            ),
+            (
+                "--help -i 2",
+                &[],
+                &["Trailing arguments are not allowed after `help`"],
+            ),
+            ("--verbose=yes -- x", &[], &["'--verbose' takes no value"]),
+            ("-x -- x", &[], &["Unrecognized argument: -x", "usage"]),
+            (
+                "-- x",
+                &[("PMINIT_ENV", "prod")],
+                &["--env (PMINIT_ENV) needs --config FILE"],
+            ),
+        ];
+        assert_rejected(table);
+        assert!(run("-i 2 help", &[])
+            .expect_err("prints")
+            .starts_with("PRINT Usage"));
+    }
+
+    /// --help lists every option of the table with its help and default.
+    #[test]
+    fn help_lists_the_table() {
+        let help = super::help();
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for o in OPTIONS {
+            assert!(help.contains(o.long), "{}", o.long);
+            let text = match o.default {
+                Some(d) => format!("{} (default {d})", o.help),
+                None => o.help.to_string(),
+            };
+            assert!(flat.contains(&text), "{}: {text}", o.long);
+        }
+        assert!(help.lines().all(|l| l.len() <= 80), "{help}");
     }
 }

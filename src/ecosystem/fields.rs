@@ -84,7 +84,7 @@ const APP_FIELDS: &[&str] = &[
 ];
 
 /// Whether pminit reads `field`.
-fn used(field: &str) -> bool {
+pub(super) fn used(field: &str) -> bool {
     field.starts_with("env_")
         || APP_FIELDS.contains(&field)
         || OPTIONS.iter().any(|o| match o.pm2 {

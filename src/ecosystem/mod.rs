@@ -486,4 +486,38 @@ mod tests {
         );
         assert!(split_words("   ").is_empty());
     }
+
+    /// Every field the option table names is read, not warned about; a
+    /// table field of the wrong JSON type names the file, field and flag.
+    #[test]
+    fn the_table_s_fields_are_read() {
+        let mut app = serde_json::Map::new();
+        app.insert("script".into(), json!("a.js"));
+        for o in OPTIONS {
+            let fields: &[&str] = match &o.pm2 {
+                Pm2::None => &[],
+                Pm2::Field(f) => std::slice::from_ref(f),
+                Pm2::Mapped(fs) => fs,
+            };
+            for f in fields {
+                assert!(fields::used(f), "{f}");
+            }
+        }
+        app.insert("listen_timeout".into(), json!([1]));
+        let e = from_app("eco.json", "", &app, None).expect_err("an array");
+        assert!(
+            e.starts_with("eco.json: listen_timeout: ") && e.contains("--listen-timeout"),
+            "{e}"
+        );
+        app.insert("listen_timeout".into(), json!(2500));
+        app.insert("wait_redy".into(), json!(true));
+        let a = from_app("eco.json", "", &app, None).expect("valid");
+        assert_eq!(option(&a, "--listen-timeout"), Some("2500"));
+        assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+        assert!(
+            a.warnings[0].contains("(not pm2 fields): wait_redy"),
+            "{:?}",
+            a.warnings
+        );
+    }
 }
