@@ -50,6 +50,16 @@ for major in 22 24; do
   fi
 done
 
+echo "== Bun and Deno for tests/runtimes.rs (pinned; npm's packages ship the binaries)"
+BUN_VERSION=1.4.5
+DENO_VERSION=2.9.6
+if ! target/bun/node_modules/@oven/bun-linux-x64/bin/bun --version 2>/dev/null | grep -qx "$BUN_VERSION"; then
+  npm install --prefix target/bun --no-audit --no-fund --no-save "@oven/bun-linux-x64@$BUN_VERSION"
+fi
+if ! target/deno/node_modules/@deno/linux-x64-glibc/deno --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; then
+  npm install --prefix target/deno --no-audit --no-fund --no-save "@deno/linux-x64-glibc@$DENO_VERSION"
+fi
+
 echo "== next build (tests/node-app/next-app, for tests/frameworks.rs)"
 next_app=tests/node-app/next-app
 if [ ! -f "$next_app/.next/BUILD_ID" ] ||

@@ -18,6 +18,7 @@ mod node;
 mod notify;
 mod options;
 mod parse;
+mod runtime;
 mod spawn;
 mod steer;
 mod strays;
@@ -39,11 +40,12 @@ fn main() -> ExitCode {
         Err(cli::CliError(message)) => return fail(&message, exit::USAGE),
     };
     log::init(config.log_format, config.verbose);
-    for w in &config.warnings {
-        log::warn(w);
-    }
     if let Err(message) = enter(&config) {
         return fail(&message, exit::USAGE);
+    }
+    // After enter(): a file that cannot be entered is one line, no more.
+    for w in &config.warnings {
+        log::warn(w);
     }
     match event_loop::run(*config) {
         Ok(code) => ExitCode::from(code as u8),

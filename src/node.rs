@@ -45,21 +45,20 @@ pub const SHEBANG_MAX: usize = 256;
 /// `#!/usr/local/bin/node`, `#!/usr/bin/nodejs` (how `next start`,
 /// `nest start` and every `node_modules/.bin` tool begin).
 pub fn is_node_shebang(head: &[u8]) -> bool {
-    let Some(line) = head.strip_prefix(b"#!") else {
-        return false;
-    };
+    shebang_interpreter(head).is_some_and(|name| matches!(name.as_str(), "node" | "nodejs"))
+}
+
+/// The base name of the program a `#!` line runs, looking through `env`
+/// and its options (`#!/usr/bin/env -S NAME=V node --flags` is `node`).
+pub fn shebang_interpreter(head: &[u8]) -> Option<String> {
+    let line = head.strip_prefix(b"#!")?;
     let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
-    let Ok(line) = std::str::from_utf8(line) else {
-        return false;
-    };
+    let line = std::str::from_utf8(line).ok()?;
     let mut words = line.split_whitespace();
-    let Some(interpreter) = words.next() else {
-        return false;
-    };
     let base = |w: &str| w.rsplit('/').next().unwrap_or(w).to_string();
-    let name = base(interpreter);
+    let name = base(words.next()?);
     if name != "env" {
-        return matches!(name.as_str(), "node" | "nodejs");
+        return Some(name);
     }
     // env [-S] [-i] [-u NAME] [NAME=VALUE ...] node ...
     let mut words = words.peekable();
@@ -70,10 +69,10 @@ pub fn is_node_shebang(head: &[u8]) -> bool {
             }
             w if w.starts_with('-') => {}
             w if w.contains('=') => {}
-            w => return matches!(base(w).as_str(), "node" | "nodejs"),
+            w => return Some(base(w)),
         }
     }
-    false
+    None
 }
 
 /// The NODE_OPTIONS a Node worker gets: the user's own, then the heap
@@ -121,7 +120,7 @@ pub fn listen_map(fds: &[FdInfo]) -> String {
     serde_json::Value::Array(entries).to_string()
 }
 
-fn base64(bytes: &[u8]) -> String {
+pub(crate) fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

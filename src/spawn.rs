@@ -22,7 +22,7 @@ use crate::core::Status;
 use crate::ipc::{self, Channel};
 use crate::listen::Sockets;
 use crate::user::Identity;
-use crate::{node, sys};
+use crate::{node, runtime, sys};
 
 /// The command, resolved once at start-up.
 pub struct Program {
@@ -31,6 +31,8 @@ pub struct Program {
     /// argv[0] as the user wrote it, for messages.
     pub name: String,
     pub is_node: bool,
+    /// Bun or Deno (src/runtime.rs).
+    pub js: Option<runtime::Js>,
 }
 
 /// Variables pminit sets itself; inherited values are dropped.
@@ -69,25 +71,54 @@ impl Program {
         } else {
             search_path(name, std::env::var_os("PATH").as_deref())?
         };
+        let is_node = node::is_node_command(name) || node_script(&path);
         Ok(Program {
+            js: if is_node {
+                None
+            } else {
+                runtime::detect(name, &path)
+            },
             path: cstring(path.as_os_str().as_bytes())?,
             argv: argv
                 .iter()
                 .map(|a| cstring(a.as_bytes()))
                 .collect::<io::Result<_>>()?,
             name: name.clone(),
-            is_node: node::is_node_command(name) || node_script(&path),
+            is_node,
         })
+    }
+
+    /// The arguments as text (lossy), for rewriting them.
+    pub fn args(&self) -> Vec<String> {
+        self.argv
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    /// Replaces the arguments (argv[0] included); the path stays.
+    pub fn set_args(&mut self, args: &[String]) -> io::Result<()> {
+        self.argv = args
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<io::Result<_>>()?;
+        Ok(())
     }
 }
 
 /// Whether `path` is a script whose `#!` line runs Node (a bounded read of
 /// its start; anything unreadable is not).
 fn node_script(path: &Path) -> bool {
+    node::is_node_shebang(&script_head(path))
+}
+
+/// The first `SHEBANG_MAX` bytes of `path` (fewer, or none, when it is
+/// shorter or unreadable).
+pub fn script_head(path: &Path) -> Vec<u8> {
     use std::io::Read;
     let mut head = [0u8; node::SHEBANG_MAX];
     let Ok(file) = std::fs::File::open(path) else {
-        return false;
+        return Vec::new();
     };
     let mut n = 0;
     // A short read is possible on odd files; a few reads at most.
@@ -100,7 +131,7 @@ fn node_script(path: &Path) -> bool {
             break;
         }
     }
-    node::is_node_shebang(&head[..n])
+    head[..n].to_vec()
 }
 
 fn search_path(name: &str, path_var: Option<&OsStr>) -> io::Result<PathBuf> {
@@ -172,6 +203,8 @@ pub struct Launcher {
     /// keeps it equal to the core's count, so a scale changes new workers'
     /// budgets.
     pub workers: usize,
+    /// Bun and Deno workers with the preload: what they get besides.
+    runtime: Option<runtime::Workers>,
 }
 
 /// A started worker.
@@ -195,6 +228,7 @@ impl Launcher {
             sockets,
             options,
             workers: 1,
+            runtime: None,
         }
     }
 
@@ -202,6 +236,23 @@ impl Launcher {
     pub fn budget(&self) -> Option<crate::memory::Budget> {
         let limit = self.options.memory_limit.filter(|_| self.program.is_node)?;
         Some(crate::memory::Budget::new(limit, self.workers))
+    }
+
+    /// Bun and Deno: the preload, once, before the first worker (src/runtime.rs).
+    /// Returns lines for the log.
+    pub fn prepare_runtime(&mut self) -> Vec<String> {
+        let Some(js) = self.program.js else {
+            return Vec::new();
+        };
+        let stop = crate::parse::signal_name(self.options.stop_signal);
+        let (workers, notes) = runtime::prepare(
+            js,
+            &mut self.program,
+            self.options.preload && self.sockets.is_empty(),
+            &stop,
+        );
+        self.runtime = workers;
+        notes
     }
 
     /// Whether Node workers get the preload.
@@ -212,7 +263,9 @@ impl Launcher {
     /// A worker says when it is ready: explicitly (--wait-ready), or through
     /// the preload once it listens on a pminit socket.
     pub fn awaits_ready(&self) -> bool {
-        self.options.wait_ready || (self.preloading() && !self.sockets.is_empty())
+        self.options.wait_ready
+            || (self.preloading() && !self.sockets.is_empty())
+            || self.runtime.as_ref().is_some_and(|r| r.reports_listening)
     }
 
     /// Starts the worker of `slot`.
@@ -251,7 +304,7 @@ impl Launcher {
         // Node workers: the IPC channel, right after the sockets.
         let mut channel = None;
         let mut theirs = None;
-        if self.program.is_node {
+        if self.program.is_node || self.program.js.is_some() {
             let (ours, end) = ipc::pair()?;
             let number = (3 + raw_fds.len()).to_string();
             raw_fds.push(end.as_raw_fd());
@@ -287,6 +340,12 @@ impl Launcher {
                 node::STOP_SIGNAL_VAR.into(),
                 crate::parse::signal_name(self.options.stop_signal).into(),
             ));
+        }
+        if let Some(r) = &self.runtime {
+            for (k, v) in &r.env {
+                env.retain(|(name, _)| name != k.as_str());
+                env.push((k.into(), v.into()));
+            }
         }
         let pid = spawn(&Plan {
             program: &self.program,

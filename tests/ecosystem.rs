@@ -10,6 +10,7 @@ mod common;
 use common::*;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("pminit-eco-{tag}-{}", std::process::id()));
@@ -230,7 +231,11 @@ fn bad_files_and_fields_are_one_line_naming_the_file_and_the_field() {
         "cwd.json",
         r#"{"apps": [{"script": "a.js", "cwd": "/nonexistent/dir"}]}"#,
     );
-    let yaml = w("ecosystem.yaml", "apps: []\n");
+    let toml = w("ecosystem.toml", "[[apps]]\n");
+    let bad_yaml = w(
+        "ecosystem.yml",
+        "apps:\n  - script: a.js\n    args: *shared\n",
+    );
     let missing = dir.join("missing.config.js").to_string_lossy().into_owned();
     let table: Vec<(Vec<&str>, Vec<&str>)> = vec![
         (
@@ -270,7 +275,14 @@ fn bad_files_and_fields_are_one_line_naming_the_file_and_the_field() {
             vec!["--config", &cwd],
             vec![&cwd, "apps[0].cwd", "/nonexistent/dir"],
         ),
-        (vec!["--config", &yaml], vec!["--config", ".json"]),
+        (
+            vec!["--config", &toml],
+            vec!["--config", ".json", ".yaml", ".ts"],
+        ),
+        (
+            vec!["--config", &bad_yaml],
+            vec![&bad_yaml, "line 3", "aliases"],
+        ),
         (vec!["--config", &missing], vec![&missing, "cannot read"]),
         (
             vec!["--env", "production", "--", "true"],
@@ -304,5 +316,111 @@ fn bad_files_and_fields_are_one_line_naming_the_file_and_the_field() {
     assert_eq!(run.wait_code(), 2);
     run.drain();
     assert!(run.stderr_lines()[0].contains("web, cron"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The file shapes pm2 users have besides `.js` and `.json`: TypeScript
+/// (`.ts`, `.mts`, through Node's type stripping, Node >= 22.18) and YAML.
+/// Each starts its app (2 workers answering); a file that leaves
+/// kill_timeout unset gets pminit's grace, said in one line.
+#[test]
+fn typescript_and_yaml_ecosystem_files_start_their_apps() {
+    let test = "typescript_and_yaml_ecosystem_files";
+    // plain.js needs no npm package.
+    let app: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "node-app"]
+        .iter()
+        .collect();
+    let dir = tmpdir("ts-yaml");
+    let cwd = app.to_string_lossy();
+    let files = [
+        (
+            "ecosystem.config.ts",
+            format!(
+                "interface App {{ name: string; script: string; instances: number; cwd: string }}\n\
+                 const apps: App[] = [{{ name: 'api', script: 'plain.js', instances: 2, cwd: {cwd:?} }}];\n\
+                 module.exports = {{ apps }};\n"
+            ),
+        ),
+        (
+            "ecosystem.config.mts",
+            format!(
+                "type Config = {{ apps: Array<Record<string, unknown>> }};\n\
+                 const config: Config = {{ apps: [{{ name: 'api', script: 'plain.js', instances: 2, cwd: {cwd:?} }}] }};\n\
+                 export default config;\n"
+            ),
+        ),
+        (
+            "ecosystem.yaml",
+            format!(
+                "# pm2's YAML shape\napps:\n  - name: api\n    script: plain.js\n    instances: 2\n    cwd: {cwd:?}\n    env:\n      GREETING: hello\n"
+            ),
+        ),
+    ];
+    for node in node_versions(test) {
+        for (name, text) in &files {
+            let file = dir.join(name);
+            std::fs::write(&file, text).expect("write");
+            let port = free_port();
+            let mut run = Run::start_with(
+                Mode::Subreaper,
+                &["--config", &file.to_string_lossy()],
+                Options {
+                    env: vec![("PORT".into(), port.to_string()), node.path_env()],
+                    ..Options::default()
+                },
+            );
+            run.expect_err("kill_timeout is not set: pminit's --kill-timeout applies");
+            run.expect_ready(2);
+            let body =
+                http_get(port).unwrap_or_else(|e| panic!("{name}: {e}\n{}", run.transcript()));
+            assert!(body.contains("pid="), "{name}: {body}");
+            run.signal(libc::SIGTERM);
+            assert_eq!(
+                run.wait_code(),
+                0,
+                "{name} on Node {}: {}",
+                node.major,
+                run.transcript()
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TypeScript file on a Node without type stripping (the machine's
+/// Node 20): one line naming the Node version, exit 2, nothing started.
+#[test]
+fn a_typescript_ecosystem_file_on_an_old_node_names_the_version() {
+    let out = Command::new("node").arg("--version").output();
+    let Ok(out) = out else {
+        require(false, "ts_on_old_node", "node in PATH");
+        return;
+    };
+    let version = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if !require(
+        version.starts_with("v20."),
+        "ts_on_old_node",
+        "Node 20 as the machine's node (the image's)",
+    ) {
+        return;
+    }
+    let dir = tmpdir("ts-old");
+    let file = dir.join("ecosystem.config.ts");
+    std::fs::write(
+        &file,
+        "const apps: string[] = [];\nmodule.exports = { apps };\n",
+    )
+    .expect("write");
+    let out = Command::new(PMINIT)
+        .args(["--config", &file.to_string_lossy()])
+        .output()
+        .expect("run pminit");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("Node >= 22.18") && err.contains(&version),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

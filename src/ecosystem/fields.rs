@@ -117,7 +117,9 @@ impl Fields<'_> {
         if let Some(v) = self.instances()? {
             out.push(v);
         }
-        out.push(self.kill_timeout()?);
+        if let Some(v) = self.kill_timeout()? {
+            out.push(v);
+        }
         self.restarts(out)?;
         if let Some(v) = self.user()? {
             out.push(v);
@@ -165,20 +167,15 @@ impl Fields<'_> {
         Ok(Some(self.text(Id::Instances, text, self.name(n))))
     }
 
-    /// pm2's default grace is 1600 ms; pminit's own is 8 s.
-    fn kill_timeout(&self) -> Result<(Id, FileValue, String), String> {
-        Ok(match self.get(&["kill_timeout"]) {
-            Some((n, v)) => self.text(
-                Id::KillTimeout,
-                scalar(self.file, &self.name(n), v, "milliseconds")?,
-                self.name(n),
-            ),
-            None => self.text(
-                Id::KillTimeout,
-                "1600".into(),
-                format!("{} (pm2's default)", self.name("kill_timeout")),
-            ),
-        })
+    /// `kill_timeout`, when set. pm2's default of 1600 ms would SIGKILL a
+    /// drain that takes longer: without it pminit's own grace applies, and
+    /// `warnings` says so.
+    fn kill_timeout(&self) -> Result<Option<(Id, FileValue, String)>, String> {
+        let Some((n, v)) = self.get(&["kill_timeout"]) else {
+            return Ok(None);
+        };
+        let ms = scalar(self.file, &self.name(n), v, "milliseconds")?;
+        Ok(Some(self.text(Id::KillTimeout, ms, self.name(n))))
     }
 
     /// pm2 restarts on any exit (autorestart: true), unless the code is in
@@ -246,6 +243,12 @@ impl Fields<'_> {
     pub(super) fn warnings(&self) -> Vec<String> {
         let file = self.file;
         let mut out = Vec::new();
+        if self.get(&["kill_timeout"]).is_none() {
+            out.push(format!(
+                "{file}: {} is not set: pminit's --kill-timeout applies (default 8s), not pm2's 1600 ms",
+                self.name("kill_timeout")
+            ));
+        }
         let delays: Vec<String> = ["restart_delay", "exp_backoff_restart_delay"]
             .into_iter()
             .filter(|f| {
@@ -402,7 +405,7 @@ pub(super) fn env_pairs(
 pub(super) fn interpreter_for(script: &str) -> Option<&'static str> {
     let ext = std::path::Path::new(script).extension()?.to_str()?;
     Some(match ext {
-        "js" | "cjs" | "mjs" | "ts" | "tsx" => "node",
+        "js" | "cjs" | "mjs" | "ts" | "mts" | "cts" | "tsx" => "node",
         "sh" => "bash",
         "py" => "python3",
         "rb" => "ruby",

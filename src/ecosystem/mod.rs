@@ -21,6 +21,7 @@ use crate::options::{FileValue, Id, Kind, Pm2, OPTIONS};
 
 mod fields;
 mod read;
+mod yaml;
 
 use fields::*;
 use read::read;
@@ -350,12 +351,24 @@ mod tests {
 
     #[test]
     fn pm2_defaults_and_shapes() {
-        // A single app object, pm2's defaults: kill_timeout 1600, autorestart.
+        // A single app object: pm2's autorestart; not pm2's 1600 ms grace,
+        // which would SIGKILL a long drain: pminit's own, said once.
         let a = app(json!({"apps": {"script": "app.py"}}), None).expect("valid");
         assert_eq!(a.command, ["python3", "app.py"]);
-        assert_eq!(option(&a, "--kill-timeout"), Some("1600"));
+        assert_eq!(option(&a, "--kill-timeout"), None);
         assert_eq!(option(&a, "--restart"), Some("always"));
-        assert!(a.warnings.is_empty());
+        assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+        assert!(
+            a.warnings[0].contains("kill_timeout is not set")
+                && a.warnings[0].contains("not pm2's 1600 ms"),
+            "{:?}",
+            a.warnings
+        );
+        // .mts and .cts scripts are Node's too.
+        for script in ["a.mts", "a.cts"] {
+            let a = app(json!({"script": script, "kill_timeout": 1}), None).expect("valid");
+            assert_eq!(a.command, ["node", script]);
+        }
         // A bare array; interpreter none; npm as a program; a shell line.
         let a = app(
             json!([{"script": "./bin/app", "interpreter": "none", "args": ["x"]}]),
@@ -384,7 +397,7 @@ mod tests {
         assert_eq!(option(&a, "--restart"), Some("on-failure"));
         // Restart delays have no equivalent: said once.
         let a = app(
-            json!({"apps": [{"script": "a.js", "restart_delay": 4000, "exp_backoff_restart_delay": 100}]}),
+            json!({"apps": [{"script": "a.js", "kill_timeout": 5000, "restart_delay": 4000, "exp_backoff_restart_delay": 100}]}),
             None,
         )
         .expect("valid");
@@ -493,6 +506,7 @@ mod tests {
     fn the_table_s_fields_are_read() {
         let mut app = serde_json::Map::new();
         app.insert("script".into(), json!("a.js"));
+        app.insert("kill_timeout".into(), json!(5000));
         for o in OPTIONS {
             let fields: &[&str] = match &o.pm2 {
                 Pm2::None => &[],

@@ -1,32 +1,43 @@
-//! Reading an ecosystem file into JSON: `.json` parsed here; `.js`,
-//! `.cjs`, `.mjs` evaluated by `node` with a tiny loader, its output bounded
+//! Reading an ecosystem file into JSON: `.json` parsed here, `.yaml`/`.yml`
+//! by yaml.rs; `.js`, `.cjs`, `.mjs` and `.ts`, `.mts`, `.cts` (Node's type
+//! stripping, Node >= 22.18) evaluated by `node` with a tiny loader, its output bounded
 //! by `MAX_OUTPUT` and its time by `EVAL_TIMEOUT`.
 
 use super::*;
 
 pub(super) fn read(file: &str) -> Result<Value, String> {
     let lower = file.to_ascii_lowercase();
-    let text = if lower.ends_with(".json") {
-        let f = std::fs::File::open(file).map_err(|e| format!("{file}: cannot read it: {e}"))?;
-        let mut text = String::new();
-        f.take(MAX_OUTPUT as u64 + 1)
-            .read_to_string(&mut text)
-            .map_err(|e| format!("{file}: cannot read it: {e}"))?;
-        if text.len() > MAX_OUTPUT {
-            return Err(format!("{file}: over {MAX_OUTPUT} bytes"));
-        }
-        text
-    } else if [".js", ".cjs", ".mjs"].iter().any(|x| lower.ends_with(x)) {
+    let has = |exts: &[&str]| exts.iter().any(|x| lower.ends_with(x));
+    if has(&[".json"]) {
+        let text = read_bounded(file)?;
+        serde_json::from_str(&text).map_err(|e| format!("{file}: not valid JSON: {e}"))
+    } else if has(&[".yaml", ".yml"]) {
+        let text = read_bounded(file)?;
+        super::yaml::parse(&text).map_err(|e| format!("{file}: {e}"))
+    } else if has(&[".js", ".cjs", ".mjs", ".ts", ".mts", ".cts"]) {
         if let Err(e) = std::fs::metadata(file) {
             return Err(format!("{file}: cannot read it: {e}"));
         }
-        evaluate(file)?
+        let text = evaluate(file)?;
+        serde_json::from_str(&text).map_err(|e| format!("{file}: not valid JSON: {e}"))
     } else {
-        return Err(format!(
-            "--config: invalid value {file:?}: expected a pm2 ecosystem file ending in .js, .cjs, .mjs or .json"
-        ));
-    };
-    serde_json::from_str(&text).map_err(|e| format!("{file}: not valid JSON: {e}"))
+        Err(format!(
+            "--config: invalid value {file:?}: expected a pm2 ecosystem file ending in .js, .cjs, .mjs, .ts, .mts, .cts, .json, .yaml or .yml"
+        ))
+    }
+}
+
+/// The file's text, at most `MAX_OUTPUT` bytes.
+fn read_bounded(file: &str) -> Result<String, String> {
+    let f = std::fs::File::open(file).map_err(|e| format!("{file}: cannot read it: {e}"))?;
+    let mut text = String::new();
+    f.take(MAX_OUTPUT as u64 + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{file}: cannot read it: {e}"))?;
+    if text.len() > MAX_OUTPUT {
+        return Err(format!("{file}: over {MAX_OUTPUT} bytes"));
+    }
+    Ok(text)
 }
 
 /// What node runs: prints the file's exports as JSON on stdout, or one
@@ -46,7 +57,10 @@ const fail = (e) => {
   process.exit(3);
 };
 const viaImport = () => import(require('node:url').pathToFileURL(file).href).then(done, fail);
-if (file.endsWith('.mjs')) viaImport();
+if (/\.[mc]?ts$/i.test(file) && !process.features.typescript) {
+  fail('a TypeScript ecosystem file needs Node >= 22.18 (type stripping on by default); this node is ' + process.version);
+}
+if (/\.m(js|ts)$/i.test(file)) viaImport();
 else {
   let m;
   try { m = require(file); } catch (e) {

@@ -381,10 +381,15 @@ pub fn run(config: Config) -> Result<i32, StartError> {
         settings.instances,
         Instant::now(),
     );
+    let mut launcher = Launcher::new(program, sockets, options);
+    // Bun and Deno (src/runtime.rs): their preload, and what to know.
+    for note in launcher.prepare_runtime() {
+        log::warn(&note);
+    }
     let mut shell = Shell {
         me,
         pid1,
-        launcher: Launcher::new(program, sockets, options),
+        launcher,
         channels: HashMap::new(),
         slots: HashMap::new(),
         notify,

@@ -1,0 +1,262 @@
+//! Bun and Deno workers: recognising them, and the preload that lets N of
+//! them serve one port (src/runtime_preload.mjs).
+//!
+//! Neither runtime's own server takes a listening fd (`Bun.serve` and
+//! `Deno.serve` bind their own socket; Bun's `node:http` is `Bun.serve`),
+//! and Bun cannot receive a handle over IPC, so pminit does not bind
+//! `$PORT` for them: each worker binds it with `SO_REUSEPORT` (the preload
+//! adds `reusePort: true`), and pminit holds no socket in that group, so
+//! no connection ever waits in a queue nobody accepts from. The cost: a
+//! worker's socket closes with it, and the connections queued on it are
+//! reset unless the kernel migrates them (`net.ipv4.tcp_migrate_req=1`,
+//! per network namespace); pminit says so once at start when it is off.
+//!
+//! Bun gets the preload through `BUN_OPTIONS` (the user's own kept first),
+//! Deno through `--preload` (and `--unstable-net`, which `Deno.serve`'s
+//! `reusePort` needs) inserted after `deno run`. Both open Node's IPC
+//! channel from `NODE_CHANNEL_FD`, so readiness and `process.send('ready')`
+//! work as for Node.
+
+use std::path::Path;
+
+/// A JavaScript runtime other than Node that pminit knows how to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Js {
+    Bun,
+    Deno,
+}
+
+impl Js {
+    pub fn name(self) -> &'static str {
+        match self {
+            Js::Bun => "Bun",
+            Js::Deno => "Deno",
+        }
+    }
+}
+
+const PRELOAD: &str = include_str!("runtime_preload.mjs");
+/// The preload's name in stack traces.
+const PRELOAD_NAME: &str = "pminit:runtime-preload";
+/// Where the kernel's switch for migrating a closed listener's queue lives.
+const MIGRATE_REQ: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+
+/// The runtime of a command by its name: `bun`, `deno`.
+pub fn by_name(argv0: &str) -> Option<Js> {
+    match argv0.rsplit('/').next().unwrap_or(argv0) {
+        "bun" => Some(Js::Bun),
+        "deno" => Some(Js::Deno),
+        _ => None,
+    }
+}
+
+/// The runtime of a script by its `#!` line (`#!/usr/bin/env bun`,
+/// `#!/usr/bin/env -S deno run -A`).
+pub fn by_shebang(head: &[u8]) -> Option<Js> {
+    crate::node::shebang_interpreter(head).and_then(|name| by_name(&name))
+}
+
+/// The runtime of the command `argv0` resolved to `path`.
+pub fn detect(argv0: &str, path: &Path) -> Option<Js> {
+    by_name(argv0).or_else(|| by_shebang(&crate::spawn::script_head(path)))
+}
+
+/// The preload as a data: URL, with pminit's settings in its first line.
+pub fn preload_url(port: u16, stop_signal: &str) -> String {
+    let settings = serde_json::json!({ "port": port, "stopSignal": stop_signal });
+    let source = format!("const PMINIT = {settings};\n{PRELOAD}\n//# sourceURL={PRELOAD_NAME}\n");
+    format!(
+        "data:text/javascript;base64,{}",
+        crate::node::base64(source.as_bytes())
+    )
+}
+
+/// Bun: the `BUN_OPTIONS` a worker gets, the user's own first.
+pub fn bun_options(existing: Option<&str>, url: &str) -> String {
+    let preload = format!("--preload={url}");
+    match existing.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(user) => format!("{user} {preload}"),
+        None => preload,
+    }
+}
+
+/// Deno: the command line with the preload, or why it gets none. It goes
+/// right after `run` (`deno run -A main.ts`) or after `deno` itself when
+/// the script comes first (`deno main.ts`, Deno 2); other subcommands
+/// (`deno task`, `deno serve`) are left alone.
+pub fn deno_argv(argv: &[String], url: &str) -> Result<Vec<String>, String> {
+    let at = match argv.get(1).map(String::as_str) {
+        Some("run") => 2,
+        Some(w) if w.starts_with('-') || w.contains('.') || w.contains('/') => 1,
+        Some(other) => {
+            return Err(format!(
+                "deno {other}: only `deno run` (or `deno SCRIPT`) gets pminit's preload; the workers bind $PORT themselves"
+            ))
+        }
+        None => return Err("deno without a script".into()),
+    };
+    let mut out = argv[..at].to_vec();
+    out.push(format!("--preload={url}"));
+    if !argv
+        .iter()
+        .any(|a| a == "--unstable-net" || a == "--unstable")
+    {
+        out.push("--unstable-net".into());
+    }
+    out.extend_from_slice(&argv[at..]);
+    Ok(out)
+}
+
+/// One line for the log when a reload or a restart may reset connections:
+/// `tcp_migrate_req` is off (or unreadable) in this network namespace.
+pub fn migrate_note(js: Js) -> Option<String> {
+    let on = std::fs::read_to_string(MIGRATE_REQ).is_ok_and(|v| v.trim() == "1");
+    (!on).then(|| {
+        format!(
+            "{} workers bind $PORT themselves (SO_REUSEPORT): with net.ipv4.tcp_migrate_req=0 a worker that stops resets the connections queued on its socket; set it to 1 (docker run --sysctl net.ipv4.tcp_migrate_req=1) for reloads that drop nothing",
+            js.name()
+        )
+    })
+}
+
+/// What Bun and Deno workers get besides the command (src/spawn.rs).
+pub struct Workers {
+    /// Set in each worker's environment (Bun: `BUN_OPTIONS`).
+    pub env: Vec<(String, String)>,
+    /// The preload tells pminit when a server listens on `$PORT`.
+    pub reports_listening: bool,
+}
+
+/// Sets Bun or Deno workers up for `$PORT`, once at start: the preload
+/// (Deno's in `program`'s arguments) when `preload` (the preload is on and
+/// no `--listen` was given) and `$PORT` is a port. Also returns lines for
+/// the log.
+pub fn prepare(
+    js: Js,
+    program: &mut crate::spawn::Program,
+    preload: bool,
+    stop_signal: &str,
+) -> (Option<Workers>, Vec<String>) {
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|p| p.trim().parse::<u16>().ok())
+        .filter(|&p| p > 0);
+    let Some(port) = port.filter(|_| preload) else {
+        return (None, Vec::new());
+    };
+    let url = preload_url(port, stop_signal);
+    let mut notes = Vec::new();
+    let env = match js {
+        Js::Bun => {
+            let user = std::env::var("BUN_OPTIONS").ok();
+            vec![(
+                "BUN_OPTIONS".to_string(),
+                bun_options(user.as_deref(), &url),
+            )]
+        }
+        Js::Deno => match deno_argv(&program.args(), &url) {
+            Ok(argv) => match program.set_args(&argv) {
+                Ok(()) => Vec::new(),
+                Err(e) => return (None, vec![format!("no preload for Deno: {e}")]),
+            },
+            Err(why) => return (None, vec![why]),
+        },
+    };
+    notes.extend(migrate_note(js));
+    (
+        Some(Workers {
+            env,
+            reports_listening: true,
+        }),
+        notes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn runtimes_by_name_and_shebang() {
+        assert_eq!(by_name("bun"), Some(Js::Bun));
+        assert_eq!(by_name("/root/.bun/bin/bun"), Some(Js::Bun));
+        assert_eq!(by_name("deno"), Some(Js::Deno));
+        for no in ["node", "bunx", "denon", "sh", ""] {
+            assert_eq!(by_name(no), None, "{no}");
+        }
+        assert_eq!(by_shebang(b"#!/usr/bin/env bun\n"), Some(Js::Bun));
+        assert_eq!(
+            by_shebang(b"#!/usr/bin/env -S deno run -A\n"),
+            Some(Js::Deno)
+        );
+        assert_eq!(by_shebang(b"#!/usr/local/bin/deno run\n"), Some(Js::Deno));
+        assert_eq!(by_shebang(b"#!/usr/bin/env node\n"), None);
+        assert_eq!(by_shebang(b"\x7fELF"), None);
+    }
+
+    #[test]
+    fn deno_gets_the_preload_after_run() {
+        let url = "data:x";
+        assert_eq!(
+            deno_argv(&strings(&["deno", "run", "-A", "main.ts"]), url).expect("run"),
+            strings(&[
+                "deno",
+                "run",
+                "--preload=data:x",
+                "--unstable-net",
+                "-A",
+                "main.ts"
+            ])
+        );
+        assert_eq!(
+            deno_argv(&strings(&["deno", "main.ts"]), url).expect("bare script"),
+            strings(&["deno", "--preload=data:x", "--unstable-net", "main.ts"])
+        );
+        assert_eq!(
+            deno_argv(
+                &strings(&["deno", "run", "--unstable-net", "-A", "m.ts"]),
+                url
+            )
+            .expect("flag once"),
+            strings(&[
+                "deno",
+                "run",
+                "--preload=data:x",
+                "--unstable-net",
+                "-A",
+                "m.ts"
+            ])
+        );
+        assert!(deno_argv(&strings(&["deno", "task", "start"]), url).is_err());
+        assert!(deno_argv(&strings(&["deno"]), url).is_err());
+    }
+
+    #[test]
+    fn bun_options_keep_the_users_own() {
+        assert_eq!(bun_options(None, "data:x"), "--preload=data:x");
+        assert_eq!(bun_options(Some(" "), "data:x"), "--preload=data:x");
+        assert_eq!(
+            bun_options(Some("--smol"), "data:x"),
+            "--smol --preload=data:x"
+        );
+    }
+
+    #[test]
+    fn the_preload_carries_the_settings_in_its_first_line() {
+        let url = preload_url(3000, "SIGINT");
+        let b64 = url
+            .strip_prefix("data:text/javascript;base64,")
+            .expect("data url");
+        assert!(!b64.contains(' ') && !b64.contains('\n'));
+        let source = format!(
+            "const PMINIT = {};\n{PRELOAD}\n//# sourceURL={PRELOAD_NAME}\n",
+            serde_json::json!({"port": 3000, "stopSignal": "SIGINT"})
+        );
+        assert_eq!(crate::node::base64(source.as_bytes()), b64);
+        assert!(source.starts_with("const PMINIT = {\"port\":3000,\"stopSignal\":\"SIGINT\"};\n"));
+    }
+}
