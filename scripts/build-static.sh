@@ -3,7 +3,7 @@
 #
 # glibc with -C target-feature=+crt-static (the musl target is not available
 # on our build machines). Passing --target keeps RUSTFLAGS away from build
-# scripts and proc-macros (serde_derive, argh_derive), which must stay
+# scripts and proc-macros (serde_derive), which must stay
 # dynamic. Extra arguments go to cargo build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

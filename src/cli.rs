@@ -1,153 +1,22 @@
-//! The command line: `pminit [OPTIONS] -- COMMAND [ARG...]`.
+//! The command line: `pminit [OPTIONS] -- COMMAND [ARG...]`, or a control
+//! verb (`pminit status ...`, run by src/control/client.rs).
 //!
 //! Every option can also come from `PMINIT_<NAME>` (the flag wins), because a
-//! Kubernetes manifest sets env more easily than it rewrites an ENTRYPOINT.
-//! Bad input gets one line naming the flag (or variable), the value and the
-//! accepted forms; the caller exits 2 before anything starts.
+//! Kubernetes manifest sets env more easily than it rewrites an ENTRYPOINT,
+//! and from a `--config` pm2 ecosystem file (under both). The options are
+//! one table (src/options.rs); this file reads argv against it, layers flag
+//! over variable over file over default, and writes `--help` from it.
+//! Bad input gets one line naming the flag (or variable, or field), the
+//! value and the accepted forms; the caller exits 2 before anything starts.
 
-use argh::FromArgs;
-use std::time::Duration;
+use crate::config::Config;
+use crate::ecosystem::{self, App};
+use crate::options::{self, FileValue, Id, Kind, Machine, Opt, Origin, Source, OPTIONS};
 
-use crate::core::{Restart, Settings};
-use crate::listen::{self, Addr, Layout};
-use crate::log::Format;
-use crate::parse;
-use crate::user;
+pub use crate::options::CliError;
 
-/// pminit: a PID 1 for containers. Reaps zombies, forwards signals, stops
-/// gracefully (stop signal, grace, SIGKILL) and restarts workers that crash.
-#[derive(FromArgs, Debug, Default)]
-struct Args {
-    /// workers: N, max or 0 (the CPUs this container may use), -K (that minus K) (default 1)
-    #[argh(option, short = 'i')]
-    instances: Option<String>,
-
-    /// listen on PORT, HOST:PORT, [V6]:PORT or unix:PATH and hand the socket to every worker (repeatable)
-    #[argh(option, short = 'l')]
-    listen: Vec<String>,
-
-    /// shared (one socket, one accept queue) or per-worker (one SO_REUSEPORT socket per worker) (default shared)
-    #[argh(option)]
-    socket_layout: Option<String>,
-
-    /// one client keeps one worker: per-worker sockets steered by a hash of the client's address (kernel BPF)
-    #[argh(switch)]
-    sticky: bool,
-
-    /// do not inject the preload that makes Node's listen(PORT) use pminit's socket
-    #[argh(switch)]
-    no_preload: bool,
-
-    /// a worker is ready only when it says so: process.send('ready') or sd_notify READY=1
-    #[argh(switch)]
-    wait_ready: bool,
-
-    /// longest wait for a worker to become ready (default 3s)
-    #[argh(option)]
-    listen_timeout: Option<String>,
-
-    /// send pm2's 'shutdown' message over the IPC channel before the stop signal
-    #[argh(switch)]
-    send_shutdown: bool,
-
-    /// gracefully replace a worker whose memory (RSS of its process group) exceeds SIZE: 512M, 1G
-    #[argh(option)]
-    max_memory: Option<String>,
-
-    /// grace between the stop signal and SIGKILL: 1600 (ms), 1600ms, 8s, 1m (default 8s)
-    #[argh(option)]
-    kill_timeout: Option<String>,
-
-    /// a ready Node worker whose event loop leaves pminit's ping unanswered this long is hung: replaced, then killed; 0 turns it off (default 30s)
-    #[argh(option)]
-    hang_timeout: Option<String>,
-
-    /// signal that asks a worker to stop: INT, SIGINT or 2 (default SIGINT)
-    #[argh(option)]
-    stop_signal: Option<String>,
-
-    /// on SIGTERM keep serving this long before stopping workers (default 0)
-    #[argh(option)]
-    stop_delay: Option<String>,
-
-    /// when a worker exits on its own: always, on-failure or never (default on-failure)
-    #[argh(option)]
-    restart: Option<String>,
-
-    /// this many quick deaths in a row is a crash loop: stop and exit non-zero (default 16)
-    #[argh(option)]
-    max_restarts: Option<String>,
-
-    /// a worker that lived this long is healthy: its next restart is immediate (default 1s)
-    #[argh(option)]
-    min_uptime: Option<String>,
-
-    /// bind sockets as root, then run workers as USER or USER:GROUP (names from /etc/passwd and /etc/group, or numbers)
-    #[argh(option)]
-    user: Option<String>,
-
-    /// pminit's own event lines on stderr: text or json (default text)
-    #[argh(option)]
-    log_format: Option<String>,
-
-    /// run the app of this pm2 ecosystem file (.js, .cjs, .mjs, .json); flags win over it
-    #[argh(option)]
-    config: Option<String>,
-
-    /// with --config: merge the app's env_NAME over its env, as pm2 start --env NAME
-    #[argh(option)]
-    env: Option<String>,
-
-    /// with --config: the app of a multi-app file to run, by name
-    #[argh(option)]
-    only: Option<String>,
-
-    /// serve Prometheus metrics at http://ADDR/metrics: PORT or HOST:PORT
-    #[argh(option)]
-    metrics: Option<String>,
-
-    /// also log forwarded signals and reaped orphans
-    #[argh(switch, short = 'v')]
-    verbose: bool,
-
-    /// print the version and exit
-    #[argh(switch)]
-    version: bool,
-
-    /// the command to run, after `--`
-    #[argh(positional, greedy)]
-    command: Vec<String>,
-}
-
-#[derive(Clone, Debug)]
-pub struct Config {
-    pub settings: Settings,
-    pub listen: Vec<Addr>,
-    pub layout: Layout,
-    pub preload: bool,
-    pub wait_ready: bool,
-    pub send_shutdown: bool,
-    pub max_memory: Option<u64>,
-    /// -i max, 0 or -K: the count follows the CPU quota (the spec as given).
-    pub cpu_relative: Option<String>,
-    pub command: Vec<String>,
-    pub user: Option<user::Spec>,
-    /// --user came from PMINIT_USER: messages name the variable.
-    pub user_from_env: bool,
-    pub log_format: Format,
-    pub verbose: bool,
-    /// --metrics: the address to serve /metrics on, as given (checked).
-    pub metrics: Option<String>,
-    /// --config: variables for the workers (env, env_NAME, port), set in
-    /// pminit's environment before anything starts.
-    pub env: Vec<(String, String)>,
-    /// --config: the app's cwd and the field it came from.
-    pub cwd: Option<(String, String)>,
-    /// --config: instance_var, set to the slot like NODE_APP_INSTANCE.
-    pub instance_var: Option<String>,
-    /// --config: one line each, logged before anything starts.
-    pub warnings: Vec<String>,
-}
+/// The first words that make pminit a control client, not an init.
+pub const VERBS: &[&str] = &["status", "reload", "scale", "ready", "prestop"];
 
 #[derive(Debug)]
 pub enum Parsed {
@@ -156,132 +25,57 @@ pub enum Parsed {
     Print(String),
 }
 
-/// A one-line message for stderr; the process exits 2.
-#[derive(Debug, PartialEq, Eq)]
-pub struct CliError(pub String);
+/// What this pminit process is asked to do.
+#[derive(Debug)]
+pub enum Invocation {
+    Run(Box<Config>),
+    Print(String),
+    /// `pminit VERB ARGS...`: for src/control/client.rs.
+    Verb(String, Vec<String>),
+}
 
 pub const USAGE: &str =
     "usage: pminit [OPTIONS] -- COMMAND [ARG...]  (pminit --help lists the options)";
 
-/// Where a value came from, for the error message.
-struct Source {
-    flag: &'static str,
-    env: &'static str,
-    from_env: bool,
-    /// From the --config file: "FILE: FIELD".
-    from_file: Option<String>,
-}
-
-impl Source {
-    fn name(&self) -> String {
-        if let Some(field) = &self.from_file {
-            format!("{field} (for {})", self.flag)
-        } else if self.from_env {
-            format!("{} (for {})", self.env, self.flag)
-        } else {
-            self.flag.to_string()
-        }
-    }
-}
-
-/// The values of a --config file, by flag: the layer under the command
-/// line and the environment.
-#[derive(Default)]
-struct FileValues {
-    values: Vec<(&'static str, String, String)>,
-}
-
-impl FileValues {
-    fn get(&self, flag: &str) -> Option<(String, String)> {
-        self.values
-            .iter()
-            .find(|(f, _, _)| *f == flag)
-            .map(|(_, v, field)| (v.clone(), field.clone()))
-    }
-}
-
-/// The flag's value, else the variable's (an empty variable counts as
-/// unset), else the config file's.
-fn pick(
-    flag_value: Option<String>,
-    flag: &'static str,
-    env: &'static str,
-    getenv: &dyn Fn(&str) -> Option<String>,
-    file: &FileValues,
-) -> Option<(String, Source)> {
-    let mut source = Source {
-        flag,
-        env,
-        from_env: false,
-        from_file: None,
-    };
-    if let Some(v) = flag_value {
-        return Some((v, source));
-    }
-    source.from_env = true;
-    if let Some(v) = getenv(env).filter(|v| !v.is_empty()) {
-        return Some((v, source));
-    }
-    let (v, field) = file.get(flag)?;
-    source.from_env = false;
-    source.from_file = Some(field);
-    Some((v, source))
-}
-
-fn bad(source: &Source, value: &str, accepted: &str) -> CliError {
-    CliError(format!(
-        "{}: invalid value {value:?}: expected {accepted}",
-        source.name()
-    ))
-}
-
-fn duration_opt(
-    flag_value: Option<String>,
-    flag: &'static str,
-    env: &'static str,
-    default: Duration,
-    getenv: &dyn Fn(&str) -> Option<String>,
-    file: &FileValues,
-) -> Result<Duration, CliError> {
-    match pick(flag_value, flag, env, getenv, file) {
-        None => Ok(default),
-        Some((v, src)) => parse::duration(&v).ok_or_else(|| bad(&src, &v, parse::DURATION_FORMS)),
-    }
-}
-
-fn bool_env(value: &str) -> Option<bool> {
-    match value.to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
-}
-
-fn bool_opt(
-    flag: bool,
-    name: &'static str,
-    env: &'static str,
-    getenv: &dyn Fn(&str) -> Option<String>,
-    file: &FileValues,
-) -> Result<bool, CliError> {
-    if flag {
-        return Ok(true);
-    }
-    match pick(None, name, env, getenv, file) {
-        None => Ok(false),
-        Some((v, src)) => bool_env(&v).ok_or_else(|| {
-            CliError(format!(
-                "{}: invalid value {v:?}: expected 1, true, yes, 0, false or no",
-                src.name()
-            ))
-        }),
-    }
-}
+const ABOUT: &str = "pminit: a PID 1 for containers. Reaps zombies, forwards signals, stops
+gracefully (stop signal, grace, SIGKILL) and restarts workers that crash.";
 
 /// The CPUs this process may use: affinity and cgroup (v1 and v2) quota,
 /// as std computes them.
 pub fn cpus() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// pminit's own arguments and environment. A variable pminit reads that is
+/// not UTF-8 is an error naming it, not silently unset.
+pub fn parse_process() -> Result<Invocation, CliError> {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.into_string())
+        .collect::<Result<_, _>>()
+        .map_err(|bad| CliError(format!("argument {bad:?} is not valid UTF-8")))?;
+    if let Some(verb) = args.first().filter(|a| VERBS.contains(&a.as_str())) {
+        return Ok(Invocation::Verb(verb.clone(), args[1..].to_vec()));
+    }
+    let not_utf8 = std::cell::RefCell::new(None);
+    let getenv = |name: &str| match std::env::var(name) {
+        Ok(v) => Some(v),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(raw)) => {
+            not_utf8.borrow_mut().get_or_insert((name.to_string(), raw));
+            None
+        }
+    };
+    let parsed = parse(&args, &getenv);
+    if let Some((name, raw)) = not_utf8.take() {
+        return Err(CliError(format!(
+            "{name}: invalid value {raw:?}: not valid UTF-8"
+        )));
+    }
+    Ok(match parsed? {
+        Parsed::Run(config) => Invocation::Run(config),
+        Parsed::Print(text) => Invocation::Print(text),
+    })
 }
 
 /// Parses `args` (without argv[0]) with `getenv` for the `PMINIT_*` fallbacks.
@@ -294,327 +88,283 @@ fn parse_with_cpus(
     getenv: &dyn Fn(&str) -> Option<String>,
     cpus: usize,
 ) -> Result<Parsed, CliError> {
-    let strs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let a = match Args::from_args(&["pminit"], &strs) {
-        Ok(a) => a,
-        Err(early) => {
-            return match early.status {
-                Ok(()) => Ok(Parsed::Print(early.output)),
-                Err(()) => Err(CliError(format!("{} ({USAGE})", early.output.trim_end()))),
-            }
-        }
-    };
-    if a.version {
+    let argv = Argv::read(args).map_err(|why| CliError(format!("{why} ({USAGE})")))?;
+    if argv.help {
+        return Ok(Parsed::Print(help()));
+    }
+    if argv.version {
         return Ok(Parsed::Print(format!(
             "pminit {}\n",
             env!("CARGO_PKG_VERSION")
         )));
     }
-
-    let empty = FileValues::default();
-    let app = match pick(a.config, "--config", "PMINIT_CONFIG", getenv, &empty) {
-        None => {
-            for (flag, var, value) in [
-                ("--env", "PMINIT_ENV", &a.env),
-                ("--only", "PMINIT_ONLY", &a.only),
-            ] {
-                if value.is_some() || getenv(var).is_some_and(|v| !v.is_empty()) {
-                    return Err(CliError(format!("{flag} ({var}) needs --config FILE")));
-                }
-            }
-            None
-        }
-        Some((path, _)) => {
-            let env_name = pick(a.env, "--env", "PMINIT_ENV", getenv, &empty).map(|(v, _)| v);
-            let only = pick(a.only, "--only", "PMINIT_ONLY", getenv, &empty).map(|(v, _)| v);
-            Some(
-                crate::ecosystem::load(&path, env_name.as_deref(), only.as_deref())
-                    .map_err(CliError)?,
-            )
-        }
+    let app = load_app(&argv, getenv)?;
+    let layers = Layers {
+        argv: &argv,
+        getenv,
+        app: app.as_ref(),
     };
-    let file = FileValues {
-        values: app
-            .as_ref()
-            .map(|a| {
-                a.options
-                    .iter()
-                    .map(|(flag, v, field)| (*flag, v.clone(), format!("{}: {field}", a.file)))
-                    .collect()
-            })
-            .unwrap_or_default(),
-    };
-    let file = &file;
-    let kill_timeout = duration_opt(
-        a.kill_timeout,
-        "--kill-timeout",
-        "PMINIT_KILL_TIMEOUT",
-        Duration::from_secs(8),
-        getenv,
-        file,
-    )?;
-    let stop_delay = duration_opt(
-        a.stop_delay,
-        "--stop-delay",
-        "PMINIT_STOP_DELAY",
-        Duration::ZERO,
-        getenv,
-        file,
-    )?;
-    let hang_timeout = duration_opt(
-        a.hang_timeout,
-        "--hang-timeout",
-        "PMINIT_HANG_TIMEOUT",
-        Duration::from_secs(30),
-        getenv,
-        file,
-    )?;
-    let min_uptime = duration_opt(
-        a.min_uptime,
-        "--min-uptime",
-        "PMINIT_MIN_UPTIME",
-        Duration::from_secs(1),
-        getenv,
-        file,
-    )?;
-    let stop_signal = match pick(
-        a.stop_signal,
-        "--stop-signal",
-        "PMINIT_STOP_SIGNAL",
-        getenv,
-        file,
-    ) {
-        None => libc::SIGINT,
-        Some((v, src)) => match parse::signal(&v) {
-            Some(libc::SIGKILL) | Some(libc::SIGSTOP) | None => {
-                return Err(bad(
-                    &src,
-                    &v,
-                    &format!(
-                        "{} (not KILL or STOP: the stop signal must be catchable)",
-                        parse::SIGNAL_FORMS
-                    ),
-                ))
-            }
-            Some(n) => n,
-        },
-    };
-    let restart = match pick(a.restart, "--restart", "PMINIT_RESTART", getenv, file) {
-        None => Restart::OnFailure,
-        Some((v, src)) => match v.as_str() {
-            "always" => Restart::Always,
-            "on-failure" => Restart::OnFailure,
-            "never" | "no" => Restart::Never,
-            _ => return Err(bad(&src, &v, "always, on-failure or never")),
-        },
-    };
-    let max_restarts = match pick(
-        a.max_restarts,
-        "--max-restarts",
-        "PMINIT_MAX_RESTARTS",
-        getenv,
-        file,
-    ) {
-        None => 16,
-        Some((v, src)) => match v.trim().parse::<u32>() {
-            Ok(n) if n >= 1 => n,
-            _ => return Err(bad(&src, &v, "a whole number of at least 1")),
-        },
-    };
-    let log_format = match pick(
-        a.log_format,
-        "--log-format",
-        "PMINIT_LOG_FORMAT",
-        getenv,
-        file,
-    ) {
-        None => Format::Text,
-        Some((v, src)) => match v.as_str() {
-            "text" => Format::Text,
-            "json" => Format::Json,
-            _ => return Err(bad(&src, &v, "text or json")),
-        },
-    };
-    let (user, user_from_env) = match pick(a.user, "--user", "PMINIT_USER", getenv, file) {
-        None => (None, false),
-        Some((v, src)) => (
-            Some(user::parse_spec(&v).map_err(|why| CliError(format!("{}: {why}", src.name())))?),
-            src.from_env,
-        ),
-    };
-    let verbose = bool_opt(a.verbose, "--verbose", "PMINIT_VERBOSE", getenv, file)?;
-    let preload = !bool_opt(
-        a.no_preload,
-        "--no-preload",
-        "PMINIT_NO_PRELOAD",
-        getenv,
-        file,
-    )?;
-    let wait_ready = bool_opt(
-        a.wait_ready,
-        "--wait-ready",
-        "PMINIT_WAIT_READY",
-        getenv,
-        file,
-    )?;
-    let send_shutdown = bool_opt(
-        a.send_shutdown,
-        "--send-shutdown",
-        "PMINIT_SEND_SHUTDOWN",
-        getenv,
-        file,
-    )?;
-    let listen_timeout = duration_opt(
-        a.listen_timeout,
-        "--listen-timeout",
-        "PMINIT_LISTEN_TIMEOUT",
-        Duration::from_secs(3),
-        getenv,
-        file,
-    )?;
-    let max_memory = match pick(
-        a.max_memory,
-        "--max-memory",
-        "PMINIT_MAX_MEMORY",
-        getenv,
-        file,
-    ) {
-        None => None,
-        Some((v, src)) => Some(parse::size(&v).ok_or_else(|| bad(&src, &v, parse::SIZE_FORMS))?),
-    };
-    let mut cpu_relative = None;
-    let instances = match pick(a.instances, "--instances", "PMINIT_INSTANCES", getenv, file) {
-        None => 1,
-        Some((v, src)) => {
-            let n =
-                parse::instances(&v, cpus).ok_or_else(|| bad(&src, &v, parse::INSTANCES_FORMS))?;
-            if parse::cpu_relative(&v) {
-                cpu_relative = Some(v);
-            }
-            n
-        }
-    };
-    // The default is the measured one: see bench/LAYOUTS.md.
-    let layout = match pick(
-        a.socket_layout,
-        "--socket-layout",
-        "PMINIT_SOCKET_LAYOUT",
-        getenv,
-        file,
-    ) {
-        None => None,
-        Some((v, src)) => Some(match v.as_str() {
-            "shared" => Layout::Shared,
-            "per-worker" => Layout::PerWorker,
-            _ => return Err(bad(&src, &v, "shared or per-worker")),
-        }),
-    };
-    // --sticky is the per-worker layout with another steering program.
-    let layout = match (
-        bool_opt(a.sticky, "--sticky", "PMINIT_STICKY", getenv, file)?,
-        layout,
-    ) {
-        (false, layout) => layout.unwrap_or(Layout::Shared),
-        (true, Some(Layout::Shared)) => return Err(CliError(
-            "--sticky needs one socket per worker: it cannot be used with --socket-layout shared"
-                .to_string(),
-        )),
-        (true, _) => Layout::Sticky,
-    };
-    // Repeated flags, or one variable with a comma- or space-separated list.
-    let (values, from_env) = if a.listen.is_empty() {
-        let v = getenv("PMINIT_LISTEN").unwrap_or_default();
-        let list: Vec<String> = v
-            .split(|c: char| c == ',' || c.is_whitespace())
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect();
-        (list, true)
-    } else {
-        (a.listen, false)
-    };
-    let mut listen_addrs = Vec::new();
-    for v in values {
-        let addr = listen::parse_addr(&v).map_err(|why| {
-            let name = if from_env {
-                "PMINIT_LISTEN (for --listen)"
-            } else {
-                "--listen"
-            };
-            CliError(format!("{name}: invalid value {v:?}: {why}"))
-        })?;
-        listen_addrs.push(addr);
+    let mut config = Config::default();
+    let machine = Machine { cpus };
+    for (i, opt) in OPTIONS.iter().enumerate() {
+        layers.apply(i, opt, &mut config, &machine)?;
     }
-    listen::check_overlaps(&listen_addrs).map_err(|why| {
-        let name = if from_env {
-            "PMINIT_LISTEN"
-        } else {
-            "--listen"
-        };
-        CliError(format!("{name}: {why}"))
-    })?;
-    let metrics = match pick(a.metrics, "--metrics", "PMINIT_METRICS", getenv, file) {
-        None => None,
-        Some((v, src)) => {
-            crate::metrics::parse_addr(&v)
-                .map_err(|why| CliError(format!("{}: invalid value {v:?}: {why}", src.name())))?;
-            Some(v)
-        }
-    };
     // A command after `--` wins over the file's script.
-    let command = match (&app, a.command.is_empty()) {
+    config.command = match (&app, argv.command.is_empty()) {
         (Some(app), true) => app.command.clone(),
-        _ => a.command,
+        _ => argv.command,
     };
-    if command.is_empty() {
+    if config.command.is_empty() {
         return Err(CliError(format!("no command given; {USAGE}")));
     }
-    let (env, cwd, instance_var, warnings) = match app {
-        Some(app) => (
-            app.env,
-            app.cwd
-                .map(|(dir, field)| (dir, format!("{}: {field}", app.file))),
-            app.instance_var,
-            app.warnings,
-        ),
-        None => Default::default(),
+    if let Some(app) = app {
+        config.env = app.env;
+        config.cwd = app
+            .cwd
+            .map(|(dir, field)| (dir, format!("{}: {field}", app.file)));
+        config.instance_var = app.instance_var;
+        config.warnings = app.warnings;
+    }
+    Ok(Parsed::Run(Box::new(config)))
+}
+
+/// What argv says, by the table's rows.
+struct Argv {
+    /// The values given for `OPTIONS[i]` (a switch: one empty string each
+    /// time it is given).
+    given: Vec<Vec<String>>,
+    command: Vec<String>,
+    help: bool,
+    version: bool,
+}
+
+impl Argv {
+    /// `--name VALUE`, `--name=VALUE`, `-i N`, switches, `--` then the
+    /// command; the first word that is not an option starts the command too.
+    /// Err is the message (argh's wording, which scripts may match).
+    fn read(args: &[String]) -> Result<Argv, String> {
+        let mut argv = Argv {
+            given: vec![Vec::new(); OPTIONS.len()],
+            command: Vec::new(),
+            help: false,
+            version: false,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--help" | "help" => argv.help = true,
+                "--" => {
+                    argv.command = it.cloned().collect();
+                    break;
+                }
+                a if !a.starts_with('-') => {
+                    argv.command = std::iter::once(arg).chain(it).cloned().collect();
+                    break;
+                }
+                _ if argv.help => {
+                    return Err("Trailing arguments are not allowed after `help`.".into())
+                }
+                "--version" => argv.version = true,
+                a => argv.option(a, &mut it)?,
+            }
+        }
+        Ok(argv)
+    }
+
+    fn option(&mut self, arg: &str, rest: &mut std::slice::Iter<String>) -> Result<(), String> {
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if arg.starts_with("--") => (name, Some(value)),
+            _ => (arg, None),
+        };
+        let Some(i) = OPTIONS
+            .iter()
+            .position(|o| o.long == name || o.short == Some(name))
+        else {
+            return Err(format!("Unrecognized argument: {arg}"));
+        };
+        let given = &mut self.given[i];
+        if let Kind::Switch(_) = OPTIONS[i].kind {
+            if inline.is_some() {
+                return Err(format!("Option '{name}' takes no value: {arg}"));
+            }
+            given.push(String::new());
+            return Ok(());
+        }
+        let value = match inline {
+            Some(v) => v.to_string(),
+            None => rest
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("No value provided for option '{name}'."))?,
+        };
+        if !given.is_empty() && !matches!(OPTIONS[i].kind, Kind::Repeat(..)) {
+            return Err(format!(
+                "Error parsing option '{name}' with value '{value}': duplicate values provided"
+            ));
+        }
+        given.push(value);
+        Ok(())
+    }
+}
+
+/// The value of an early option (`--config`, `--env`, `--only`): the flag's,
+/// else the variable's.
+fn early(argv: &Argv, id: Id, getenv: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    let i = OPTIONS.iter().position(|o| o.id == id)?;
+    argv.given[i]
+        .last()
+        .cloned()
+        .or_else(|| getenv(OPTIONS[i].env).filter(|v| !v.is_empty()))
+}
+
+/// `--config FILE` read (with `--env`, `--only`), or None.
+fn load_app(argv: &Argv, getenv: &dyn Fn(&str) -> Option<String>) -> Result<Option<App>, CliError> {
+    let env_name = early(argv, Id::Env, getenv);
+    let only = early(argv, Id::Only, getenv);
+    let Some(path) = early(argv, Id::Config, getenv) else {
+        for (id, value) in [(Id::Env, &env_name), (Id::Only, &only)] {
+            if value.is_some() {
+                let o = options::opt(id);
+                return Err(CliError(format!(
+                    "{} ({}) needs --config FILE",
+                    o.long, o.env
+                )));
+            }
+        }
+        return Ok(None);
     };
-    Ok(Parsed::Run(Box::new(Config {
-        listen: listen_addrs,
-        layout,
-        preload,
-        wait_ready,
-        send_shutdown,
-        max_memory,
-        cpu_relative,
-        settings: Settings {
-            instances,
-            stop_signal,
-            kill_timeout,
-            stop_delay,
-            restart,
-            max_restarts,
-            min_uptime,
-            listen_timeout,
-            interactive: false,
-            hang_timeout,
-        },
-        command,
-        user,
-        user_from_env,
-        log_format,
-        verbose,
-        metrics,
-        env,
-        cwd,
-        instance_var,
-        warnings,
-    })))
+    ecosystem::load(&path, env_name.as_deref(), only.as_deref())
+        .map(Some)
+        .map_err(CliError)
+}
+
+/// The three layers under the defaults: argv, `PMINIT_*`, the file.
+struct Layers<'a> {
+    argv: &'a Argv,
+    getenv: &'a dyn Fn(&str) -> Option<String>,
+    app: Option<&'a App>,
+}
+
+impl Layers<'_> {
+    /// The variable's value (an empty variable counts as unset), else the
+    /// file's.
+    fn under_argv(&self, opt: &'static Opt) -> Option<(FileValue, Source)> {
+        let source = |origin| Source { opt, origin };
+        if let Some(v) = (self.getenv)(opt.env).filter(|v| !v.is_empty()) {
+            return Some((FileValue::Text(v), source(Origin::Env)));
+        }
+        let app = self.app?;
+        let (_, value, field) = app.options.iter().find(|(id, _, _)| *id == opt.id)?;
+        let origin = Origin::File(format!("{}: {field}", app.file));
+        Some((value.clone(), source(origin)))
+    }
+
+    /// Applies the winning layer's value of `OPTIONS[i]`, if any.
+    fn apply(
+        &self,
+        i: usize,
+        opt: &'static Opt,
+        config: &mut Config,
+        machine: &Machine,
+    ) -> Result<(), CliError> {
+        let flag = &self.argv.given[i];
+        let from_flag = Source {
+            opt,
+            origin: Origin::Flag,
+        };
+        match opt.kind {
+            Kind::Early(_) => {}
+            Kind::Switch(set) if !flag.is_empty() => set(config, true),
+            Kind::Switch(set) => match self.under_argv(opt) {
+                Some((FileValue::Switch(on), _)) => set(config, on),
+                Some((FileValue::Text(v), source)) => set(config, options::switch(&v, &source)?),
+                None => {}
+            },
+            Kind::Value(_, apply) => match (flag.last(), self.under_argv(opt)) {
+                (Some(v), _) => apply(config, v, &from_flag, machine)?,
+                (None, Some((FileValue::Text(v), source))) => apply(config, &v, &source, machine)?,
+                (None, Some((FileValue::Switch(on), source))) => {
+                    apply(config, &on.to_string(), &source, machine)?
+                }
+                (None, None) => {}
+            },
+            Kind::Repeat(_, apply) if !flag.is_empty() => apply(config, flag, &from_flag)?,
+            // One variable (or field) with a comma- or space-separated list.
+            Kind::Repeat(_, apply) => {
+                if let Some((FileValue::Text(v), source)) = self.under_argv(opt) {
+                    let list: Vec<String> = v
+                        .split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect();
+                    apply(config, &list, &source)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `--help`, from the table.
+fn help() -> String {
+    let mut out = format!(
+        "Usage: pminit [OPTIONS] -- COMMAND [ARG...]\n       pminit status|reload|scale|ready|prestop ...  (pminit VERB --help)\n\n{ABOUT}\n\nOptions (each also PMINIT_<NAME>, as PMINIT_KILL_TIMEOUT; a flag wins over its\nvariable, a variable over a --config file):\n"
+    );
+    for opt in OPTIONS {
+        let names = match opt.short {
+            Some(short) => format!("{short}, {}", opt.long),
+            None => format!("    {}", opt.long),
+        };
+        let left = match opt.kind {
+            Kind::Switch(_) => names,
+            Kind::Value(meta, _) | Kind::Repeat(meta, _) | Kind::Early(meta) => {
+                format!("{names} {meta}")
+            }
+        };
+        let text = match opt.default {
+            Some(d) => format!("{} (default {d})", opt.help),
+            None => opt.help.to_string(),
+        };
+        item(&mut out, &left, &text);
+    }
+    item(&mut out, "    --version", "print the version and exit");
+    item(&mut out, "    --help, help", "display usage information");
+    out
+}
+
+/// One option of `--help`: the names, then the text wrapped at 80 columns.
+fn item(out: &mut String, left: &str, text: &str) {
+    const INDENT: usize = 28;
+    let mut line = format!("  {left}");
+    if line.len() + 2 > INDENT {
+        out.push_str(&line);
+        out.push('\n');
+        line.clear();
+    }
+    for word in text.split(' ') {
+        if line.len() > INDENT && line.len() + 1 + word.len() > 80 {
+            out.push_str(&line);
+            out.push('\n');
+            line.clear();
+        }
+        if line.len() < INDENT {
+            line.push_str(&" ".repeat(INDENT - line.len()));
+        } else if line.len() > INDENT {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    out.push_str(&line);
+    out.push('\n');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::Restart;
+    use crate::listen::{Addr, Layout};
+    use crate::log::Format;
+    use std::time::Duration;
 
     fn run(args: &str, env: &[(&str, &str)]) -> Result<Config, String> {
         let args: Vec<String> = args.split_whitespace().map(String::from).collect();
@@ -983,5 +733,70 @@ mod tests {
             version,
             format!("PRINT pminit {}\n", env!("CARGO_PKG_VERSION"))
         );
+    }
+
+    #[test]
+    fn argv_forms() {
+        // --name=VALUE, short options, a command without `--` (greedy).
+        let c = run("--kill-timeout=2s -i 3 -l=80 node app.js -v --x", &[]);
+        assert_eq!(
+            c.expect_err("-l=80 is not an option"),
+            format!("Unrecognized argument: -l=80 ({USAGE})")
+        );
+        let c = run(
+            "--kill-timeout=2s -i 3 --listen=80 -l 81 node app.js -v --x",
+            &[],
+        )
+        .expect("valid");
+        assert_eq!(c.settings.kill_timeout, Duration::from_secs(2));
+        assert_eq!(c.settings.instances, 3);
+        assert_eq!(c.listen, vec![Addr::AnyPort(80), Addr::AnyPort(81)]);
+        assert_eq!(c.command, ["node", "app.js", "-v", "--x"]);
+        assert!(!c.verbose, "-v after the command is the command's");
+        let c = run("-i -1 -- -x", &[]).expect("valid");
+        assert_eq!(
+            (c.settings.instances, c.command),
+            (1, vec!["-x".to_string()])
+        );
+        // argh's wording, kept.
+        let table: &[Case] = &[
+            (
+                "--kill-timeout 1 --kill-timeout 2 -- x",
+                &[],
+                &["'--kill-timeout'", "duplicate values"],
+            ),
+            (
+                "--help -i 2",
+                &[],
+                &["Trailing arguments are not allowed after `help`"],
+            ),
+            ("--verbose=yes -- x", &[], &["'--verbose' takes no value"]),
+            ("-x -- x", &[], &["Unrecognized argument: -x", "usage"]),
+            (
+                "-- x",
+                &[("PMINIT_ENV", "prod")],
+                &["--env (PMINIT_ENV) needs --config FILE"],
+            ),
+        ];
+        assert_rejected(table);
+        assert!(run("-i 2 help", &[])
+            .expect_err("prints")
+            .starts_with("PRINT Usage"));
+    }
+
+    /// --help lists every option of the table with its help and default.
+    #[test]
+    fn help_lists_the_table() {
+        let help = super::help();
+        let flat = help.split_whitespace().collect::<Vec<_>>().join(" ");
+        for o in OPTIONS {
+            assert!(help.contains(o.long), "{}", o.long);
+            let text = match o.default {
+                Some(d) => format!("{} (default {d})", o.help),
+                None => o.help.to_string(),
+            };
+            assert!(flat.contains(&text), "{}: {text}", o.long);
+        }
+        assert!(help.lines().all(|l| l.len() <= 80), "{help}");
     }
 }

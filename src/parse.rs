@@ -195,6 +195,16 @@ pub fn signal_name(n: i32) -> String {
     }
 }
 
+/// A TCP address (`--metrics`): `PORT`, `HOST:PORT` or `[V6]:PORT`.
+pub fn tcp_addr(text: &str) -> Result<crate::listen::Addr, String> {
+    match crate::listen::parse_addr(text) {
+        Ok(crate::listen::Addr::Unix(_)) => {
+            Err("a unix: path: expected PORT or HOST:PORT (TCP)".into())
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,17 +9,10 @@ use std::time::Duration;
 
 use super::protocol::*;
 use crate::core::ScaleTo;
+use crate::exit::{FAILED as EXIT_FAILED, USAGE as EXIT_USAGE};
 use crate::parse;
 
-pub const VERBS: &[&str] = &["status", "reload", "scale", "ready", "prestop"];
-
 const VERB_USAGE: &str = "usage: pminit status [--json] | reload | scale N|+K|-K | ready | prestop [--delay DURATION]  (each also takes --pid PID)";
-
-/// The exit code of a verb that failed (not ready, reload rolled back,
-/// refused, no pminit found).
-pub const EXIT_FAILED: u8 = 1;
-
-pub const EXIT_USAGE: u8 = 2;
 
 /// A parsed verb command line.
 #[derive(Debug, PartialEq)]

@@ -35,6 +35,6 @@ mod client;
 mod protocol;
 mod server;
 
-pub use client::{client_main, VERBS};
+pub use client::client_main;
 pub use protocol::*;
 pub use server::{Outcome, Server};

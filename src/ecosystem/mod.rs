@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
+use crate::options::{FileValue, Id, Kind, Pm2, OPTIONS};
+
 mod fields;
 mod read;
 mod yaml;
@@ -40,8 +42,8 @@ pub struct App {
     /// `env`, then `env_<NAME>` over it, then `port` as PORT.
     pub env: Vec<(String, String)>,
     pub instance_var: Option<String>,
-    /// (flag, value in pminit's syntax, the field it came from).
-    pub options: Vec<(&'static str, String, String)>,
+    /// (option, its value, the field it came from).
+    pub options: Vec<(Id, FileValue, String)>,
     pub warnings: Vec<String>,
 }
 
@@ -134,271 +136,144 @@ fn from_app(
     app: &Map<String, Value>,
     env_name: Option<&str>,
 ) -> Result<App, String> {
-    let f = |name: &str| {
-        if prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{prefix}.{name}")
-        }
-    };
-    let get = |names: &[&'static str]| -> Option<(&'static str, &Value)> {
-        names
-            .iter()
-            .find_map(|n| app.get(*n).filter(|v| !v.is_null()).map(|v| (*n, v)))
-    };
+    let a = Fields { file, prefix, app };
     let mut out = App {
         file: file.to_string(),
+        command: a.command()?,
         ..App::default()
     };
+    if let Some((n, v)) = a.get(&["cwd"]) {
+        out.cwd = Some((scalar(file, &a.name(n), v, "a directory")?, a.name(n)));
+    }
+    out.env = a.environment(env_name, &mut out.warnings)?;
+    out.instance_var = a.instance_var()?;
+    a.options(&mut out.options)?;
+    out.warnings.extend(a.warnings());
+    Ok(out)
+}
 
-    // The command: [interpreter, interpreter args..., script, args...].
-    let Some((sname, script)) = get(&["script", "exec", "cmd", "command"]) else {
-        return Err(format!(
-            "{file}: {}: missing: the program to run (pm2's script)",
-            f("script")
-        ));
-    };
-    let script = match script {
-        Value::String(s) if !s.trim().is_empty() => s.clone(),
-        v => {
-            return Err(format!(
-                "{file}: {}: invalid value {v}: expected a path or a command",
-                f(sname)
-            ))
+/// One app of the file, and how to name its fields in messages.
+struct Fields<'a> {
+    file: &'a str,
+    /// `apps[1]`, or empty.
+    prefix: &'a str,
+    app: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    /// A field's name for messages: `apps[1].kill_timeout`.
+    fn name(&self, field: &str) -> String {
+        if self.prefix.is_empty() {
+            field.to_string()
+        } else {
+            format!("{}.{field}", self.prefix)
         }
-    };
-    let args = match get(&["args"]) {
-        Some((n, v)) => words(file, &f(n), v)?,
-        None => Vec::new(),
-    };
-    let interp_args = match get(&["node_args", "interpreter_args", "interpreterArgs"]) {
-        Some((n, v)) => words(file, &f(n), v)?,
-        None => Vec::new(),
-    };
-    let interpreter = match get(&["exec_interpreter", "interpreter"]) {
-        Some((n, v)) => Some(scalar(file, &f(n), v, "a program name or none")?),
-        None => None,
-    };
-    out.command = match interpreter.as_deref() {
-        // pm2 runs a script with a space through a shell.
-        None if script.contains(' ') => {
-            vec!["sh".to_string(), "-c".to_string(), script]
-        }
-        Some("none") => std::iter::once(script).chain(args).collect(),
-        Some(i) => std::iter::once(i.to_string())
-            .chain(interp_args)
-            .chain(std::iter::once(script))
-            .chain(args)
-            .collect(),
-        None => match interpreter_for(&script) {
+    }
+
+    /// The first of `names` that is present and not null.
+    fn get<'v>(&'v self, names: &[&'v str]) -> Option<(&'v str, &'v Value)> {
+        names
+            .iter()
+            .find_map(|n| self.app.get(*n).filter(|v| !v.is_null()).map(|v| (*n, v)))
+    }
+
+    fn err(&self, field: &str, what: &str) -> String {
+        format!("{}: {}: {what}", self.file, self.name(field))
+    }
+
+    /// The command: [interpreter, interpreter args..., script, args...].
+    fn command(&self) -> Result<Vec<String>, String> {
+        let file = self.file;
+        let Some((sname, script)) = self.get(&["script", "exec", "cmd", "command"]) else {
+            return Err(self.err("script", "missing: the program to run (pm2's script)"));
+        };
+        let script = match script {
+            Value::String(s) if !s.trim().is_empty() => s.clone(),
+            v => {
+                return Err(self.err(
+                    sname,
+                    &format!("invalid value {v}: expected a path or a command"),
+                ))
+            }
+        };
+        let args = match self.get(&["args"]) {
+            Some((n, v)) => words(file, &self.name(n), v)?,
+            None => Vec::new(),
+        };
+        let interp_args = match self.get(&["node_args", "interpreter_args", "interpreterArgs"]) {
+            Some((n, v)) => words(file, &self.name(n), v)?,
+            None => Vec::new(),
+        };
+        let interpreter = match self.get(&["exec_interpreter", "interpreter"]) {
+            Some((n, v)) => Some(scalar(file, &self.name(n), v, "a program name or none")?),
+            None => None,
+        };
+        let interpreter = match interpreter.as_deref() {
+            // pm2 runs a script with a space through a shell.
+            None if script.contains(' ') => {
+                return Ok(vec!["sh".to_string(), "-c".to_string(), script])
+            }
+            Some("none") => None,
+            Some(i) => Some(i),
+            // None: a program (npm, a binary, a script with a #! line).
+            None => interpreter_for(&script),
+        };
+        Ok(match interpreter {
             Some(i) => std::iter::once(i.to_string())
                 .chain(interp_args)
                 .chain(std::iter::once(script))
                 .chain(args)
                 .collect(),
-            // A program (npm, a binary, a script with a #! line).
             None => std::iter::once(script).chain(args).collect(),
-        },
-    };
-
-    if let Some((n, v)) = get(&["cwd"]) {
-        out.cwd = Some((scalar(file, &f(n), v, "a directory")?, f(n)));
+        })
     }
 
-    // Environment: env, then env_<NAME> over it, then port.
-    if let Some((n, v)) = get(&["env"]) {
-        out.env = env_pairs(file, &f(n), v)?;
-    }
-    if let Some(name) = env_name {
-        let key = format!("env_{name}");
-        match app.get(&key) {
-            Some(v) => {
-                for (k, val) in env_pairs(file, &f(&key), v)? {
-                    out.env.retain(|(x, _)| *x != k);
-                    out.env.push((k, val));
+    /// `env`, then `env_<NAME>` over it, then `port` as PORT.
+    fn environment(
+        &self,
+        env_name: Option<&str>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Vec<(String, String)>, String> {
+        let file = self.file;
+        let mut env = match self.get(&["env"]) {
+            Some((n, v)) => env_pairs(file, &self.name(n), v)?,
+            None => Vec::new(),
+        };
+        if let Some(name) = env_name {
+            let key = format!("env_{name}");
+            match self.app.get(&key) {
+                Some(v) => {
+                    for (k, val) in env_pairs(file, &self.name(&key), v)? {
+                        env.retain(|(x, _)| *x != k);
+                        env.push((k, val));
+                    }
                 }
+                None => warnings.push(format!(
+                    "{file}: --env {name}: the app has no {key}; using env alone (as pm2 does)"
+                )),
             }
-            None => out.warnings.push(format!(
-                "{file}: --env {name}: the app has no {key}; using env alone (as pm2 does)"
-            )),
         }
+        if let Some((n, v)) = self.get(&["port"]) {
+            let port = scalar(file, &self.name(n), v, "a port number")?;
+            env.retain(|(x, _)| x != "PORT");
+            env.push(("PORT".into(), port));
+        }
+        Ok(env)
     }
-    if let Some((n, v)) = get(&["port"]) {
-        let port = scalar(file, &f(n), v, "a port number")?;
-        out.env.retain(|(x, _)| x != "PORT");
-        out.env.push(("PORT".into(), port));
-    }
-    if let Some((n, v)) = get(&["instance_var"]) {
-        let var = scalar(file, &f(n), v, "a variable name")?;
+
+    fn instance_var(&self) -> Result<Option<String>, String> {
+        let Some((n, v)) = self.get(&["instance_var"]) else {
+            return Ok(None);
+        };
+        let var = scalar(self.file, &self.name(n), v, "a variable name")?;
         if var.is_empty() || var.contains('=') || var.contains('\0') {
-            return Err(format!(
-                "{file}: {}: invalid value {var:?}: expected a variable name",
-                f(n)
+            return Err(self.err(
+                n,
+                &format!("invalid value {var:?}: expected a variable name"),
             ));
         }
-        out.instance_var = Some(var);
+        Ok(Some(var))
     }
-
-    // Options, in pminit's syntax; cli.rs parses (and names) them.
-    let mut opt = |flag: &'static str, value: String, field: String| {
-        out.options.push((flag, value, field));
-    };
-    if let Some((n, v)) = get(&["exec_mode"]) {
-        let mode = scalar(file, &f(n), v, "cluster or fork")?;
-        if !matches!(
-            mode.as_str(),
-            "cluster" | "cluster_mode" | "fork" | "fork_mode"
-        ) {
-            return Err(format!(
-                "{file}: {}: invalid value {mode:?}: expected cluster or fork (cluster_mode, fork_mode)",
-                f(n)
-            ));
-        }
-    }
-    if let Some((n, v)) = get(&["instances"]) {
-        let text = match v {
-            Value::Number(x) if x.is_i64() => x.to_string(),
-            Value::String(s) if s == "max" => "max".to_string(),
-            Value::String(s) if s.trim().parse::<i64>().is_ok() => s.trim().to_string(),
-            v => {
-                return Err(format!(
-                    "{file}: {}: invalid value {v}: expected a whole number, \"max\", 0 or -K",
-                    f(n)
-                ))
-            }
-        };
-        opt("--instances", text, f(n));
-    }
-    // pm2's default grace is 1600 ms; pminit's own is 8 s.
-    match get(&["kill_timeout"]) {
-        Some((n, v)) => opt(
-            "--kill-timeout",
-            scalar(file, &f(n), v, "milliseconds")?,
-            f(n),
-        ),
-        // pm2's 1600 ms would SIGKILL a drain that takes longer: pminit's
-        // own grace (--kill-timeout, 8 s unless set) applies, and says so.
-        None => out.warnings.push(format!(
-            "{file}: {} is not set: pminit's --kill-timeout applies (default 8s), not pm2's 1600 ms",
-            f("kill_timeout")
-        )),
-    }
-    for (field, flag, expected) in [
-        ("listen_timeout", "--listen-timeout", "milliseconds"),
-        ("min_uptime", "--min-uptime", "milliseconds or 1s, 1m, 1h"),
-        (
-            "max_memory_restart",
-            "--max-memory",
-            "bytes or 512K, 200M, 1G",
-        ),
-    ] {
-        if let Some((n, v)) = app.get_key_value(field).filter(|(_, v)| !v.is_null()) {
-            opt(flag, scalar(file, &f(n), v, expected)?, f(n));
-        }
-    }
-    for (field, flag) in [
-        ("wait_ready", "--wait-ready"),
-        ("shutdown_with_message", "--send-shutdown"),
-    ] {
-        if let Some((n, v)) = app.get_key_value(field).filter(|(_, v)| !v.is_null()) {
-            opt(flag, boolean(file, &f(n), v)?.to_string(), f(n));
-        }
-    }
-    // Restarts: pm2 restarts on any exit (autorestart: true), unless the
-    // code is in stop_exit_codes; max_restarts 0 means no restart at all.
-    let mut restart = ("always", format!("{} (pm2's default)", f("autorestart")));
-    if let Some((n, v)) = get(&["stop_exit_codes"]) {
-        let codes: Vec<i64> = match v {
-            Value::Number(x) => x.as_i64().into_iter().collect(),
-            Value::Array(a) => a.iter().filter_map(Value::as_i64).collect(),
-            _ => Vec::new(),
-        };
-        if codes != [0] {
-            return Err(format!(
-                "{file}: {}: invalid value {v}: pminit can only leave exit code 0 alone ([0], as --restart on-failure)",
-                f(n)
-            ));
-        }
-        restart = ("on-failure", f(n));
-    }
-    if let Some((n, v)) = get(&["max_restarts"]) {
-        let text = scalar(file, &f(n), v, "a whole number")?;
-        if text.trim() == "0" {
-            restart = ("never", f(n));
-        } else {
-            opt("--max-restarts", text, f(n));
-        }
-    }
-    if let Some((n, v)) = get(&["autorestart"]) {
-        if !boolean(file, &f(n), v)? {
-            restart = ("never", f(n));
-        }
-    }
-    opt("--restart", restart.0.to_string(), restart.1);
-    match (get(&["uid", "user"]), get(&["gid"])) {
-        (Some((n, u)), g) => {
-            let user = scalar(file, &f(n), u, "a user name or number")?;
-            let spec = match g {
-                Some((gn, g)) => format!("{user}:{}", scalar(file, &f(gn), g, "a group")?),
-                None => user,
-            };
-            opt("--user", spec, f(n));
-        }
-        (None, Some((n, _))) => {
-            return Err(format!(
-                "{file}: {}: a group without uid (or user) is not supported",
-                f(n)
-            ))
-        }
-        (None, None) => {}
-    }
-
-    // Honest about what has no equivalent.
-    let mut delays = Vec::new();
-    for field in ["restart_delay", "exp_backoff_restart_delay"] {
-        if app
-            .get(field)
-            .is_some_and(|v| !v.is_null() && v.as_f64() != Some(0.0))
-        {
-            delays.push(f(field));
-        }
-    }
-    if !delays.is_empty() {
-        out.warnings.push(format!(
-            "{file}: {}: pminit has no fixed restart delay: a worker that dies within --min-uptime waits 100 ms doubling to 15 s, one that lived longer restarts at once",
-            delays.join(", ")
-        ));
-    }
-    let mut ignored = Vec::new();
-    let mut unknown = Vec::new();
-    for k in app.keys() {
-        if USED.contains(&k.as_str()) || k.starts_with("env_") {
-            continue;
-        }
-        if IGNORED.contains(&k.as_str()) {
-            ignored.push(k.as_str());
-        } else {
-            unknown.push(k.as_str());
-        }
-    }
-    if !ignored.is_empty() || !unknown.is_empty() {
-        let mut line = format!("{file}: ignored");
-        if !ignored.is_empty() {
-            line += &format!(
-                " (pm2 fields with no use under pminit): {}",
-                ignored.join(", ")
-            );
-        }
-        if !unknown.is_empty() {
-            line += &format!(
-                "{} (not pm2 fields): {}",
-                if ignored.is_empty() { "" } else { "; and" },
-                unknown.join(", ")
-            );
-        }
-        out.warnings.push(line);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -411,11 +286,16 @@ mod tests {
         from_app("eco.json", &field, a, env)
     }
 
+    /// The app's value for the option named `flag`, as text.
     fn option<'a>(a: &'a App, flag: &str) -> Option<&'a str> {
         a.options
             .iter()
-            .find(|(f, _, _)| *f == flag)
-            .map(|(_, v, _)| v.as_str())
+            .find(|(id, _, _)| crate::options::opt(*id).long == flag)
+            .map(|(_, v, _)| match v {
+                FileValue::Text(t) => t.as_str(),
+                FileValue::Switch(true) => "true",
+                FileValue::Switch(false) => "false",
+            })
     }
 
     #[test]
@@ -618,5 +498,40 @@ mod tests {
             ["a", "b c", "--x=\"y z\"", "d"]
         );
         assert!(split_words("   ").is_empty());
+    }
+
+    /// Every field the option table names is read, not warned about; a
+    /// table field of the wrong JSON type names the file, field and flag.
+    #[test]
+    fn the_table_s_fields_are_read() {
+        let mut app = serde_json::Map::new();
+        app.insert("script".into(), json!("a.js"));
+        app.insert("kill_timeout".into(), json!(5000));
+        for o in OPTIONS {
+            let fields: &[&str] = match &o.pm2 {
+                Pm2::None => &[],
+                Pm2::Field(f) => std::slice::from_ref(f),
+                Pm2::Mapped(fs) => fs,
+            };
+            for f in fields {
+                assert!(fields::used(f), "{f}");
+            }
+        }
+        app.insert("listen_timeout".into(), json!([1]));
+        let e = from_app("eco.json", "", &app, None).expect_err("an array");
+        assert!(
+            e.starts_with("eco.json: listen_timeout: ") && e.contains("--listen-timeout"),
+            "{e}"
+        );
+        app.insert("listen_timeout".into(), json!(2500));
+        app.insert("wait_redy".into(), json!(true));
+        let a = from_app("eco.json", "", &app, None).expect("valid");
+        assert_eq!(option(&a, "--listen-timeout"), Some("2500"));
+        assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+        assert!(
+            a.warnings[0].contains("(not pm2 fields): wait_redy"),
+            "{:?}",
+            a.warnings
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
-use crate::cli::Config;
+use crate::config::Config;
 use crate::control::{self, Outcome, Reply, Request};
 use crate::core::{Action, Event, Note, Supervisor};
 use crate::ipc::{Channel, Message};

@@ -470,11 +470,7 @@ impl Metrics {
 
 /// `--metrics`' value: `PORT`, `HOST:PORT` or `[V6]:PORT` (TCP only).
 pub fn parse_addr(text: &str) -> Result<Addr, String> {
-    match crate::listen::parse_addr(text) {
-        Ok(Addr::Unix(_)) => Err("a unix: path: expected PORT or HOST:PORT (TCP)".into()),
-        Ok(a) => Ok(a),
-        Err(why) => Err(why),
-    }
+    parse::tcp_addr(text)
 }
 
 #[cfg(test)]
