@@ -6,6 +6,7 @@ mod control;
 mod core;
 mod ecosystem;
 mod event_loop;
+mod exit;
 mod ipc;
 mod limits;
 mod listen;

@@ -22,7 +22,7 @@ use crate::core::Status;
 use crate::ipc::{self, Channel};
 use crate::listen::Sockets;
 use crate::user::Identity;
-use crate::{node, runtime, sys};
+use crate::{exit, node, runtime, sys};
 
 /// The command, resolved once at start-up.
 pub struct Program {
@@ -498,14 +498,30 @@ struct ChildPlan {
 }
 
 /// Sends errno to the parent and exits. Async-signal-safe.
+///
+/// # Safety
+///
+/// Only in the child between fork and exec: it ends the process with
+/// `_exit`, without running destructors or flushing anything of the
+/// parent's. `report` is the write end of the parent's report pipe (a
+/// failed write is ignored: the parent then sees EOF).
 unsafe fn fail(report: RawFd) -> ! {
     let errno = *libc::__errno_location();
     let bytes = errno.to_ne_bytes();
     libc::write(report, bytes.as_ptr().cast(), bytes.len());
-    libc::_exit(127)
+    libc::_exit(exit::NOT_FOUND)
 }
 
 /// The child between fork and exec: no allocation, async-signal-safe calls.
+///
+/// # Safety
+///
+/// Only in the child right after fork, in a process with one thread. Every
+/// pointer in `c` points into memory the parent prepared before the fork
+/// and that stays valid (the child has a copy): `path`, `argv` and `envp`
+/// NUL-terminated as execve wants them, `fds` and `parked` with `nfds`
+/// entries, `groups` with `ngroups`, `pid_digits` null or room for 11
+/// bytes inside the environment block.
 unsafe fn run_child(c: &ChildPlan) -> ! {
     if libc::setpgid(0, 0) != 0 {
         fail(c.report);
@@ -554,7 +570,11 @@ unsafe fn run_child(c: &ChildPlan) -> ! {
     fail(c.report)
 }
 
-/// Writes `n` in decimal plus a NUL at `at` (room for 11 bytes needed).
+/// Writes `n` in decimal plus a NUL at `at`. Async-signal-safe.
+///
+/// # Safety
+///
+/// `at` must be valid for writes of 11 bytes (10 digits and the NUL).
 unsafe fn write_decimal(at: *mut u8, mut n: u32) {
     let mut digits = [0u8; 10];
     let mut len = 0;
@@ -576,8 +596,8 @@ unsafe fn write_decimal(at: *mut u8, mut n: u32) {
 /// no such file, 126 when it exists but cannot be executed.
 pub fn exec_failure(err: &io::Error) -> Status {
     match err.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => Status::Code(127),
-        _ => Status::Code(126),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => Status::Code(exit::NOT_FOUND),
+        _ => Status::Code(exit::NOT_EXECUTABLE),
     }
 }
 
@@ -630,7 +650,7 @@ impl Program {
         let errno = err.raw_os_error().unwrap_or(0);
         if let Some(what) = shortage(errno) {
             return Failure {
-                code: 1,
+                code: exit::SETUP,
                 message: format!("cannot start {name:?}: {what}"),
                 shortage: true,
             };

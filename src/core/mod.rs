@@ -23,6 +23,8 @@
 //! - `stop.rs`: stop delay, stop signal, grace, SIGKILL sweep, exit code;
 //! - `scale.rs`: TTIN, TTOU and `pminit scale`;
 //! - `status.rs`: what `pminit status` and `pminit ready` see;
+//! - `requests.rs`: the control verbs that ask the core (reload, scale,
+//!   prestop, ready), answered before their effects;
 //! - `notes.rs`: the log lines the core asks for;
 //! - tests only: `testkit.rs` (a harness that plays the shell),
 //!   `invariants.rs` (the invariants below as code), `model.rs` (generated
@@ -61,6 +63,7 @@ mod liveness;
 mod memory;
 mod notes;
 mod reload;
+mod requests;
 mod restart;
 mod scale;
 mod status;
@@ -320,12 +323,7 @@ impl Supervisor {
             Event::Alive { pid } => self.on_alive(pid, now),
             Event::Unanswerable { pid } => self.on_unanswerable(pid),
             Event::Scale(to) => self.scale(to, now, &mut out),
-            Event::Prestop => {
-                if !self.prestopped && self.phase == Phase::Running {
-                    self.prestopped = true;
-                    out.push(Action::Log(Note::Prestop));
-                }
-            }
+            Event::Asked { id, ask } => self.on_ask(id, ask, now, &mut out),
         }
         let live = self.steerable();
         if !self.fully_up && !live.is_empty() && live.len() == self.settings.instances {

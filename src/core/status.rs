@@ -178,12 +178,12 @@ mod tests {
     #[test]
     fn prestop_fails_ready_but_keeps_serving_and_reloading() {
         let mut h = four_ready();
-        let a = h.feed(Event::Prestop, 20);
+        let a = prestop(&mut h, 20);
         assert_eq!(notes(&a), vec![Note::Prestop]);
         assert!(effects(&a).is_empty(), "nothing is stopped: {a:?}");
         assert!(h.sup.readiness().is_err_and(|e| e.contains("prestop")));
         assert_eq!(h.sup.phase_name(), "draining");
-        assert!(h.feed(Event::Prestop, 21).is_empty(), "once is enough");
+        assert!(notes(&prestop(&mut h, 21)).is_empty(), "once is enough");
         assert_eq!(h.sup.reload_target(), Some(1));
         // TERM then stops as usual.
         let a = h.feed(Event::Signal(TERM), 30);
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(h.sup.generation(), 1);
         h.feed(Event::Signal(libc::SIGHUP), 1040);
         assert_eq!(h.sup.generation(), 2);
-        h.feed(Event::Prestop, 1050);
+        prestop(&mut h, 1050);
         assert_eq!(h.sup.phase_name(), "draining");
     }
 
