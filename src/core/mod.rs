@@ -8,7 +8,7 @@
 //!
 //! Where each behaviour lives:
 //! - `types.rs`: the settings, events, actions and views (the vocabulary);
-//! - `mod.rs`: the state (slots, drainers, phase),
+//! - `mod.rs`: the state (slots, retirees, phase),
 //!   `handle` (dispatch), timers (`next_deadline`, `on_tick`), readiness
 //!   reports and signals;
 //! - `restart.rs`: a worker that exits on its own: restart policy, backoff
@@ -48,7 +48,7 @@
 //! 6. The exit code follows the README's table: a worker's own code or
 //!    128 + signal; non-zero for a crash loop or a worker SIGKILLed at the
 //!    end of the grace; 0 when every worker ended cleanly; stray orphans,
-//!    and drainers that we SIGKILLed earlier, never change it.
+//!    and retirees that we SIGKILLed earlier, never change it.
 //! 7. `ready` holds only while running, not draining, with every slot
 //!    served by a ready worker once (then at least one).
 //! 8. `next_deadline` is at or before every pending timer, and a Tick at
@@ -92,6 +92,30 @@ struct Worker {
     answer_delay: Option<Duration>,
 }
 
+/// Every change of a slot's state the core makes, in one table (as
+/// Horust's ALLOWED_TRANSITIONS): `Slot::go` is the only way to change it,
+/// and checks it in every debug build, so the unit and model tests
+/// (thousands of generated event sequences) assert it at each step. A
+/// worker's replacement (promote) is Up -> Up.
+const TRANSITIONS: &[(&str, &str)] = &[
+    ("spawning", "up"),      // started
+    ("spawning", "done"),    // could not start
+    ("spawning", "retired"), // removed by a scale down
+    ("up", "up"),            // replaced by its ready successor
+    ("up", "done"),          // exited, or retired as hung or out of memory
+    ("up", "retired"),       // removed by a scale down
+    ("backoff", "spawning"), // the backoff is over
+    ("backoff", "up"),       // a reload's new worker took the slot
+    ("backoff", "done"),     // a stop cancels the restart
+    ("backoff", "retired"),  // removed by a scale down
+    ("done", "spawning"),    // restarted at once
+    ("done", "backoff"),     // restarted after a delay
+    ("done", "up"),          // its ready successor took the slot
+    ("done", "retired"),     // removed by a scale down
+];
+// A slot is born spawning; a scale up that reuses a retired slot replaces
+// it with a new one (restarts and quick deaths start over).
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
     /// Spawn requested; the shell answers with Spawned or SpawnFailed.
@@ -130,7 +154,30 @@ struct Slot {
     restarts: u32,
 }
 
+impl SlotState {
+    fn name(&self) -> &'static str {
+        match self {
+            SlotState::Spawning => "spawning",
+            SlotState::Up(_) => "up",
+            SlotState::Backoff { .. } => "backoff",
+            SlotState::Done => "done",
+            SlotState::Retired => "retired",
+        }
+    }
+}
+
 impl Slot {
+    /// The one way to change the slot's state (see TRANSITIONS).
+    fn go(&mut self, to: SlotState) {
+        debug_assert!(
+            TRANSITIONS.contains(&(self.state.name(), to.name())),
+            "slot state {:?} -> {:?} is not in TRANSITIONS",
+            self.state,
+            to
+        );
+        self.state = to;
+    }
+
     fn new() -> Slot {
         Slot {
             state: SlotState::Spawning,
@@ -160,9 +207,12 @@ impl Slot {
     }
 }
 
-/// A worker asked to stop (replaced by a reload, or removed by TTOU).
+/// A worker retired from its slot and asked to stop (replaced by a reload
+/// or a memory replacement, removed by a scale down, or killed as hung or
+/// out of memory), tracked until it is reaped. Not the preload's drain of
+/// connections, nor the `draining` state `pminit status` shows for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Drainer {
+struct Retiree {
     pid: i32,
     slot: usize,
     since: Instant,
@@ -177,8 +227,9 @@ struct Drainer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// TERM received; still serving until `until` (--stop-delay).
-    Draining {
+    /// TERM received; still serving until `until` (--stop-delay). Shown
+    /// as `draining` in `pminit status`, like a prestop.
+    StopDelay {
         until: Instant,
     },
     /// Stop signal sent; SIGKILL at `kill_at`.
@@ -205,7 +256,7 @@ struct Reload {
 pub struct Supervisor {
     settings: Settings,
     slots: Vec<Slot>,
-    drainers: Vec<Drainer>,
+    retirees: Vec<Retiree>,
     phase: Phase,
     reload: Option<Reload>,
     /// Bumped by every reload; workers carry the one they were started in.
@@ -229,7 +280,7 @@ impl Supervisor {
         Supervisor {
             settings,
             slots: Vec::new(),
-            drainers: Vec::new(),
+            retirees: Vec::new(),
             phase: Phase::Running,
             reload: None,
             generation: 0,
@@ -245,7 +296,7 @@ impl Supervisor {
     /// The earliest moment at which `Tick` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let phase = match self.phase {
-            Phase::Draining { until } => Some(until),
+            Phase::StopDelay { until } => Some(until),
             Phase::Stopping { kill_at } => Some(kill_at),
             Phase::Running | Phase::Killing | Phase::Exited => None,
         };
@@ -267,12 +318,12 @@ impl Supervisor {
             };
             backoff.into_iter().chain(readiness).chain(proving)
         });
-        let drainers = self.drainers.iter().filter_map(|d| d.kill_at);
+        let retirees = self.retirees.iter().filter_map(|d| d.kill_at);
         let liveness = self.liveness_deadline();
         phase
             .into_iter()
             .chain(slots)
-            .chain(drainers)
+            .chain(retirees)
             .chain(liveness)
             .min()
     }
@@ -309,7 +360,7 @@ impl Supervisor {
             Event::TreeEmpty => {
                 let stopping = matches!(
                     self.phase,
-                    Phase::Draining { .. } | Phase::Stopping { .. } | Phase::Killing
+                    Phase::StopDelay { .. } | Phase::Stopping { .. } | Phase::Killing
                 );
                 if stopping && self.live_workers() == 0 {
                     self.exit(&mut out);
@@ -353,7 +404,7 @@ impl Supervisor {
                     + usize::from(s.incoming.is_some())
             })
             .sum();
-        slots + self.drainers.len()
+        slots + self.retirees.len()
     }
 
     fn worker_pids(&self) -> Vec<i32> {
@@ -363,7 +414,7 @@ impl Supervisor {
             .flat_map(|s| [s.worker(), s.incoming_worker()])
             .flatten()
             .map(|w| w.pid);
-        slots.chain(self.drainers.iter().map(|d| d.pid)).collect()
+        slots.chain(self.retirees.iter().map(|d| d.pid)).collect()
     }
 
     fn set_code(&mut self, code: i32) {
@@ -402,7 +453,7 @@ impl Supervisor {
             // answer (removed, or its reload ended): a process nobody
             // tracked would outlive the run, so it is stopped at once.
             out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
-            self.drain(slot, worker, now, out);
+            self.retire(slot, worker, now, out);
             return;
         };
         if s.incoming == Some(Incoming::Spawning) {
@@ -412,7 +463,7 @@ impl Supervisor {
                 self.incoming_ready(slot, now, out);
             }
         } else if s.state == SlotState::Spawning {
-            s.state = SlotState::Up(worker);
+            s.go(SlotState::Up(worker));
             out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
         }
     }
@@ -474,11 +525,11 @@ impl Supervisor {
 
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.phase {
-            Phase::Draining { until } if until <= now => self.stop_now(now, out),
+            Phase::StopDelay { until } if until <= now => self.stop_now(now, out),
             Phase::Stopping { kill_at } if kill_at <= now => self.kill_now(out),
             _ => {}
         }
-        for d in &mut self.drainers {
+        for d in &mut self.retirees {
             if d.kill_at.is_some_and(|at| at <= now) {
                 d.kill_at = None;
                 d.sigkilled = true;
@@ -509,7 +560,7 @@ impl Supervisor {
             match self.slots[slot].incoming {
                 Some(Incoming::Up(w)) if !w.ready && w.ready_by <= now => {
                     self.slots[slot].incoming = None;
-                    self.drain(slot, w, now, out);
+                    self.retire(slot, w, now, out);
                     let reason = format!("the new worker was not ready within {timeout} ms");
                     self.reload_failed(slot, reason, out);
                 }
@@ -687,7 +738,7 @@ mod tests {
             !has_note(&a, |n| matches!(n, Note::WorkerNotReady { .. })),
             "slot 1 still has until 3 s to say it is ready"
         );
-        // A drainer's kill during --stop-delay does not end the delay.
+        // A retiree's kill during --stop-delay does not end the delay.
         let mut h = Harness::new(Settings {
             instances: 2,
             stop_delay: Duration::from_secs(5),

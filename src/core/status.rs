@@ -50,7 +50,7 @@ impl Supervisor {
         match self.phase {
             Phase::Running if self.prestopped => "draining",
             Phase::Running => "running",
-            Phase::Draining { .. } => "draining",
+            Phase::StopDelay { .. } => "draining",
             Phase::Stopping { .. } | Phase::Killing | Phase::Exited => "stopping",
         }
     }
@@ -62,7 +62,7 @@ impl Supervisor {
         match self.phase {
             Phase::Running if self.prestopped => return Err("draining: prestop was called".into()),
             Phase::Running => {}
-            Phase::Draining { .. } => return Err("draining: stop requested (--stop-delay)".into()),
+            Phase::StopDelay { .. } => return Err("draining: stop requested (--stop-delay)".into()),
             _ => return Err("stopping".into()),
         }
         let ready = self.steerable().len();
@@ -81,7 +81,7 @@ impl Supervisor {
     /// during a reload, and the workers draining.
     pub fn workers(&self) -> Vec<WorkerView> {
         let mut rows = Vec::new();
-        let stopping = !matches!(self.phase, Phase::Running | Phase::Draining { .. });
+        let stopping = !matches!(self.phase, Phase::Running | Phase::StopDelay { .. });
         let row = |slot: usize, s: &Slot, w: Worker, incoming: bool| WorkerView {
             slot,
             pid: Some(w.pid),
@@ -120,7 +120,7 @@ impl Supervisor {
                 rows.push(row(slot, s, w, true));
             }
         }
-        for d in &self.drainers {
+        for d in &self.retirees {
             rows.push(WorkerView {
                 slot: d.slot,
                 pid: Some(d.pid),
