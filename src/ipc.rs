@@ -2,7 +2,8 @@
 //! whose other end the worker finds in `NODE_CHANNEL_FD`. Node speaks one
 //! JSON value per line (`process.send('ready')` arrives as `"ready"\n`).
 //!
-//! Rules the child's side imposes (checked, see DESIGN.md): a line that is
+//! Rules the child's side imposes (checked on Node 20 to 24; docs/architecture.md
+//! lists them with the other facts the design rests on): a line that is
 //! not valid JSON, or an empty one, crashes the Node child, so pminit writes
 //! only whole, valid JSON lines; and pminit keeps its end open for the
 //! worker's whole life, because a `process.send()` after the parent closed

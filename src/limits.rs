@@ -21,7 +21,7 @@
 //! - **log lines** never block, are rate-limited per kind and worker, and
 //!   what was suppressed or dropped is counted and reported.
 //!
-//! README.md's "Reliability" section lists the same numbers for operators;
+//! docs/reliability.md lists the same numbers for operators;
 //! keep the two in step.
 
 use std::time::Duration;

@@ -48,14 +48,14 @@ fn main() -> ExitCode {
         log::warn(w);
     }
     match event_loop::run(*config) {
-        Ok(code) => ExitCode::from(code as u8),
-        Err(e) => fail(&e.to_string(), e.code as u8),
+        Ok(code) => exit::status(code),
+        Err(e) => fail(&e.to_string(), e.code),
     }
 }
 
-fn fail(message: &str, code: u8) -> ExitCode {
+fn fail(message: &str, code: i32) -> ExitCode {
     eprintln!("pminit: {message}");
-    ExitCode::from(code)
+    exit::status(code)
 }
 
 /// --config: the app's cwd and environment become pminit's before anything

@@ -22,7 +22,7 @@ use crate::core::Status;
 use crate::ipc::{self, Channel};
 use crate::listen::Sockets;
 use crate::user::Identity;
-use crate::{node, runtime, sys};
+use crate::{exit, node, runtime, sys};
 
 /// The command, resolved once at start-up.
 pub struct Program {
@@ -456,8 +456,21 @@ fn spawn(plan: &Plan<'_>) -> io::Result<i32> {
     // the child has exec'd (EACCES) is expected.
     unsafe { libc::setpgid(pid, pid) };
 
-    // The child reports an errno if a step before exec fails; exec closes
-    // the pipe (close-on-exec), so EOF means the program runs.
+    let failed = read_report(report_read);
+    drop((env, envp, argv, parked, groups));
+    if let Some(errno) = failed {
+        let mut status = 0;
+        // SAFETY: reaping our own child, which exits right after reporting.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(io::Error::from_raw_os_error(errno));
+    }
+    Ok(pid)
+}
+
+/// The child reports an errno if a step before exec fails; exec closes the
+/// pipe (close-on-exec), so EOF (None) means the program runs. Closes
+/// `report_read`, which the caller owns and hands over.
+fn read_report(report_read: RawFd) -> Option<i32> {
     let mut errno = [0u8; 4];
     let mut got = 0;
     while got < 4 {
@@ -469,16 +482,9 @@ fn spawn(plan: &Plan<'_>) -> io::Result<i32> {
             break;
         }
     }
-    // SAFETY: closing the read end we own.
+    // SAFETY: closing the read end we were handed.
     unsafe { libc::close(report_read) };
-    drop((env, envp, argv, parked, groups));
-    if got == 4 {
-        let mut status = 0;
-        // SAFETY: reaping our own child, which exits right after reporting.
-        unsafe { libc::waitpid(pid, &mut status, 0) };
-        return Err(io::Error::from_raw_os_error(i32::from_ne_bytes(errno)));
-    }
-    Ok(pid)
+    (got == 4).then(|| i32::from_ne_bytes(errno))
 }
 
 struct ChildPlan {
@@ -498,14 +504,30 @@ struct ChildPlan {
 }
 
 /// Sends errno to the parent and exits. Async-signal-safe.
+///
+/// # Safety
+///
+/// Only in the child between fork and exec: it ends the process with
+/// `_exit`, without running destructors or flushing anything of the
+/// parent's. `report` is the write end of the parent's report pipe (a
+/// failed write is ignored: the parent then sees EOF).
 unsafe fn fail(report: RawFd) -> ! {
     let errno = *libc::__errno_location();
     let bytes = errno.to_ne_bytes();
     libc::write(report, bytes.as_ptr().cast(), bytes.len());
-    libc::_exit(127)
+    libc::_exit(exit::NOT_FOUND)
 }
 
 /// The child between fork and exec: no allocation, async-signal-safe calls.
+///
+/// # Safety
+///
+/// Only in the child right after fork, in a process with one thread. Every
+/// pointer in `c` points into memory the parent prepared before the fork
+/// and that stays valid (the child has a copy): `path`, `argv` and `envp`
+/// NUL-terminated as execve wants them, `fds` and `parked` with `nfds`
+/// entries, `groups` with `ngroups`, `pid_digits` null or room for 11
+/// bytes inside the environment block.
 unsafe fn run_child(c: &ChildPlan) -> ! {
     if libc::setpgid(0, 0) != 0 {
         fail(c.report);
@@ -554,7 +576,11 @@ unsafe fn run_child(c: &ChildPlan) -> ! {
     fail(c.report)
 }
 
-/// Writes `n` in decimal plus a NUL at `at` (room for 11 bytes needed).
+/// Writes `n` in decimal plus a NUL at `at`. Async-signal-safe.
+///
+/// # Safety
+///
+/// `at` must be valid for writes of 11 bytes (10 digits and the NUL).
 unsafe fn write_decimal(at: *mut u8, mut n: u32) {
     let mut digits = [0u8; 10];
     let mut len = 0;
@@ -576,8 +602,8 @@ unsafe fn write_decimal(at: *mut u8, mut n: u32) {
 /// no such file, 126 when it exists but cannot be executed.
 pub fn exec_failure(err: &io::Error) -> Status {
     match err.raw_os_error() {
-        Some(libc::ENOENT) | Some(libc::ENOTDIR) => Status::Code(127),
-        _ => Status::Code(126),
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => Status::Code(exit::NOT_FOUND),
+        _ => Status::Code(exit::NOT_EXECUTABLE),
     }
 }
 
@@ -630,7 +656,7 @@ impl Program {
         let errno = err.raw_os_error().unwrap_or(0);
         if let Some(what) = shortage(errno) {
             return Failure {
-                code: 1,
+                code: exit::SETUP,
                 message: format!("cannot start {name:?}: {what}"),
                 shortage: true,
             };

@@ -4,8 +4,8 @@
 //! survives, its peak RSS (VmHWM) stays within 8 MiB, `pminit status` and
 //! `pminit ready` keep answering (the slowest answer is printed), and its
 //! log stays bounded. The figures are printed as `hostile: ...` lines
-//! (`cargo test --test hostile -- --nocapture`); README's "Reliability"
-//! section quotes them.
+//! (`cargo test --test hostile -- --nocapture`); docs/reliability.md
+//! quotes them.
 //!
 //! The limits these pin are in src/limits.rs.
 

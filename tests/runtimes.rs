@@ -5,7 +5,7 @@
 //! Each test runs in a fresh network namespace of its own thread (root),
 //! with `net.ipv4.tcp_migrate_req=1` as a container would get it from
 //! `docker run --sysctl`, because the workers bind `$PORT` themselves with
-//! SO_REUSEPORT (README "Bun and Deno").
+//! SO_REUSEPORT (docs/runtimes.md).
 
 mod common;
 use common::*;

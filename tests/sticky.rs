@@ -39,7 +39,7 @@ fn address_hash(ip: IpAddr) -> u32 {
     }
 }
 
-/// The slot README's "Sticky sessions" promises `ip`: its own when live,
+/// The slot docs/sockets.md ("Sticky sessions") promises `ip`: its own when live,
 /// else one of the live ones by the rest of the hash.
 fn predicted_slot(ip: IpAddr, group: u32, live: &[u32]) -> u32 {
     let h = address_hash(ip);

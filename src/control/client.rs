@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use super::protocol::*;
 use crate::core::ScaleTo;
-use crate::exit::{FAILED as EXIT_FAILED, USAGE as EXIT_USAGE};
+use crate::exit;
+
+const EXIT_FAILED: u8 = exit::FAILED as u8;
+const EXIT_USAGE: u8 = exit::USAGE as u8;
 use crate::parse;
 
 const VERB_USAGE: &str = "usage: pminit status [--json] | reload | scale N|+K|-K | ready | prestop [--delay DURATION]  (each also takes --pid PID)";

@@ -33,7 +33,7 @@ pub(crate) fn check_invariants(sup: &Supervisor, now: Instant) -> Result<(), Str
             sup.settings.instances
         ));
     }
-    let serving = sup.live_workers() - sup.drainers.len();
+    let serving = sup.live_workers() - sup.retirees.len();
     if serving > sup.settings.instances + 1 {
         return Err(format!(
             "{serving} workers not draining for {} instances",
@@ -79,7 +79,7 @@ pub(crate) fn check_invariants(sup: &Supervisor, now: Instant) -> Result<(), Str
     let deadline = sup.next_deadline();
     let mut pending: Vec<(&str, Instant)> = Vec::new();
     match sup.phase {
-        Phase::Draining { until } => pending.push(("stop delay", until)),
+        Phase::StopDelay { until } => pending.push(("stop delay", until)),
         Phase::Stopping { kill_at } => pending.push(("grace", kill_at)),
         _ => {}
     }
@@ -93,7 +93,7 @@ pub(crate) fn check_invariants(sup: &Supervisor, now: Instant) -> Result<(), Str
             }
         }
     }
-    for d in &sup.drainers {
+    for d in &sup.retirees {
         if let Some(at) = d.kill_at {
             pending.push(("drain kill", at));
         }

@@ -13,7 +13,7 @@
 //! detection comes at most `ping_every()` after the timeout.
 //!
 //! Only the current worker of a slot, once ready, and only while running:
-//! a reload's new worker proves itself by saying ready, drainers and a
+//! a reload's new worker proves itself by saying ready, retirees and a
 //! stopping run have their own SIGKILL deadline.
 
 use std::time::{Duration, Instant};

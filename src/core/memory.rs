@@ -46,7 +46,7 @@ impl Supervisor {
     }
 
     /// A worker about to exhaust the container: replaced and killed now.
-    /// Any worker of a slot counts (a reload's new one, or a drainer that
+    /// Any worker of a slot counts (a reload's new one, or a retiree that
     /// keeps growing); one already being killed is left to its SIGKILL.
     pub(super) fn memory_critical(
         &mut self,
@@ -75,7 +75,7 @@ impl Supervisor {
             out.push(note(slot));
             self.replace_now(slot, now, out);
         } else if let Some(d) = self
-            .drainers
+            .retirees
             .iter_mut()
             .find(|d| d.pid == pid && !d.sigkilled)
         {
@@ -108,10 +108,10 @@ impl Supervisor {
         }
     }
 
-    /// SIGKILLs `w`, tracked as a drainer until it is reaped (its death by
+    /// SIGKILLs `w`, tracked as a retiree until it is reaped (its death by
     /// SIGKILL is our doing and changes no exit code).
     pub(super) fn kill_tracked(&mut self, slot: usize, w: Worker, out: &mut Vec<Action>) {
-        self.drainers.push(Drainer {
+        self.retirees.push(Retiree {
             pid: w.pid,
             slot,
             since: w.since,
@@ -133,7 +133,7 @@ impl Supervisor {
         let SlotState::Up(w) = self.slots[slot].state else {
             return;
         };
-        self.slots[slot].state = SlotState::Done;
+        self.slots[slot].go(SlotState::Done);
         if self.phase != Phase::Running {
             // Stopping: nothing new starts; the stop accounts for it.
             self.kill_tracked(slot, w, out);

@@ -8,7 +8,7 @@
 //!
 //! Where each behaviour lives:
 //! - `types.rs`: the settings, events, actions and views (the vocabulary);
-//! - `mod.rs`: the state (slots, drainers, phase),
+//! - `mod.rs`: the state (slots, retirees, phase),
 //!   `handle` (dispatch), timers (`next_deadline`, `on_tick`), readiness
 //!   reports and signals;
 //! - `restart.rs`: a worker that exits on its own: restart policy, backoff
@@ -21,8 +21,12 @@
 //! - `liveness.rs`: pings to ready workers, and a hung one (no answer
 //!   within --hang-timeout) replaced and killed;
 //! - `stop.rs`: stop delay, stop signal, grace, SIGKILL sweep, exit code;
+//! - `signals.rs`: what each signal to pminit does, and forwarding the
+//!   others to every worker's process group;
 //! - `scale.rs`: TTIN, TTOU and `pminit scale`;
 //! - `status.rs`: what `pminit status` and `pminit ready` see;
+//! - `requests.rs`: the control verbs that ask the core (reload, scale,
+//!   prestop, ready), answered before their effects;
 //! - `notes.rs`: the log lines the core asks for;
 //! - tests only: `testkit.rs` (a harness that plays the shell),
 //!   `invariants.rs` (the invariants below as code), `model.rs` (generated
@@ -46,7 +50,7 @@
 //! 6. The exit code follows the README's table: a worker's own code or
 //!    128 + signal; non-zero for a crash loop or a worker SIGKILLed at the
 //!    end of the grace; 0 when every worker ended cleanly; stray orphans,
-//!    and drainers that we SIGKILLed earlier, never change it.
+//!    and retirees that we SIGKILLed earlier, never change it.
 //! 7. `ready` holds only while running, not draining, with every slot
 //!    served by a ready worker once (then at least one).
 //! 8. `next_deadline` is at or before every pending timer, and a Tick at
@@ -61,8 +65,10 @@ mod liveness;
 mod memory;
 mod notes;
 mod reload;
+mod requests;
 mod restart;
 mod scale;
+mod signals;
 mod status;
 mod stop;
 mod types;
@@ -88,6 +94,30 @@ struct Worker {
     answered: Option<Instant>,
     answer_delay: Option<Duration>,
 }
+
+/// Every change of a slot's state the core makes, in one table (as
+/// Horust's ALLOWED_TRANSITIONS): `Slot::go` is the only way to change it,
+/// and checks it in every debug build, so the unit and model tests
+/// (thousands of generated event sequences) assert it at each step. A
+/// worker's replacement (promote) is Up -> Up.
+const TRANSITIONS: &[(&str, &str)] = &[
+    ("spawning", "up"),      // started
+    ("spawning", "done"),    // could not start
+    ("spawning", "retired"), // removed by a scale down
+    ("up", "up"),            // replaced by its ready successor
+    ("up", "done"),          // exited, or retired as hung or out of memory
+    ("up", "retired"),       // removed by a scale down
+    ("backoff", "spawning"), // the backoff is over
+    ("backoff", "up"),       // a reload's new worker took the slot
+    ("backoff", "done"),     // a stop cancels the restart
+    ("backoff", "retired"),  // removed by a scale down
+    ("done", "spawning"),    // restarted at once
+    ("done", "backoff"),     // restarted after a delay
+    ("done", "up"),          // its ready successor took the slot
+    ("done", "retired"),     // removed by a scale down
+];
+// A slot is born spawning; a scale up that reuses a retired slot replaces
+// it with a new one (restarts and quick deaths start over).
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SlotState {
@@ -127,7 +157,30 @@ struct Slot {
     restarts: u32,
 }
 
+impl SlotState {
+    fn name(&self) -> &'static str {
+        match self {
+            SlotState::Spawning => "spawning",
+            SlotState::Up(_) => "up",
+            SlotState::Backoff { .. } => "backoff",
+            SlotState::Done => "done",
+            SlotState::Retired => "retired",
+        }
+    }
+}
+
 impl Slot {
+    /// The one way to change the slot's state (see TRANSITIONS).
+    fn go(&mut self, to: SlotState) {
+        debug_assert!(
+            TRANSITIONS.contains(&(self.state.name(), to.name())),
+            "slot state {:?} -> {:?} is not in TRANSITIONS",
+            self.state,
+            to
+        );
+        self.state = to;
+    }
+
     fn new() -> Slot {
         Slot {
             state: SlotState::Spawning,
@@ -157,9 +210,12 @@ impl Slot {
     }
 }
 
-/// A worker asked to stop (replaced by a reload, or removed by TTOU).
+/// A worker retired from its slot and asked to stop (replaced by a reload
+/// or a memory replacement, removed by a scale down, or killed as hung or
+/// out of memory), tracked until it is reaped. Not the preload's drain of
+/// connections, nor the `draining` state `pminit status` shows for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Drainer {
+struct Retiree {
     pid: i32,
     slot: usize,
     since: Instant,
@@ -174,8 +230,9 @@ struct Drainer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Running,
-    /// TERM received; still serving until `until` (--stop-delay).
-    Draining {
+    /// TERM received; still serving until `until` (--stop-delay). Shown
+    /// as `draining` in `pminit status`, like a prestop.
+    StopDelay {
         until: Instant,
     },
     /// Stop signal sent; SIGKILL at `kill_at`.
@@ -202,7 +259,7 @@ struct Reload {
 pub struct Supervisor {
     settings: Settings,
     slots: Vec<Slot>,
-    drainers: Vec<Drainer>,
+    retirees: Vec<Retiree>,
     phase: Phase,
     reload: Option<Reload>,
     /// Bumped by every reload; workers carry the one they were started in.
@@ -226,7 +283,7 @@ impl Supervisor {
         Supervisor {
             settings,
             slots: Vec::new(),
-            drainers: Vec::new(),
+            retirees: Vec::new(),
             phase: Phase::Running,
             reload: None,
             generation: 0,
@@ -242,7 +299,7 @@ impl Supervisor {
     /// The earliest moment at which `Tick` has something to do.
     pub fn next_deadline(&self) -> Option<Instant> {
         let phase = match self.phase {
-            Phase::Draining { until } => Some(until),
+            Phase::StopDelay { until } => Some(until),
             Phase::Stopping { kill_at } => Some(kill_at),
             Phase::Running | Phase::Killing | Phase::Exited => None,
         };
@@ -264,12 +321,12 @@ impl Supervisor {
             };
             backoff.into_iter().chain(readiness).chain(proving)
         });
-        let drainers = self.drainers.iter().filter_map(|d| d.kill_at);
+        let retirees = self.retirees.iter().filter_map(|d| d.kill_at);
         let liveness = self.liveness_deadline();
         phase
             .into_iter()
             .chain(slots)
-            .chain(drainers)
+            .chain(retirees)
             .chain(liveness)
             .min()
     }
@@ -306,7 +363,7 @@ impl Supervisor {
             Event::TreeEmpty => {
                 let stopping = matches!(
                     self.phase,
-                    Phase::Draining { .. } | Phase::Stopping { .. } | Phase::Killing
+                    Phase::StopDelay { .. } | Phase::Stopping { .. } | Phase::Killing
                 );
                 if stopping && self.live_workers() == 0 {
                     self.exit(&mut out);
@@ -320,12 +377,7 @@ impl Supervisor {
             Event::Alive { pid } => self.on_alive(pid, now),
             Event::Unanswerable { pid } => self.on_unanswerable(pid),
             Event::Scale(to) => self.scale(to, now, &mut out),
-            Event::Prestop => {
-                if !self.prestopped && self.phase == Phase::Running {
-                    self.prestopped = true;
-                    out.push(Action::Log(Note::Prestop));
-                }
-            }
+            Event::Asked { id, ask } => self.on_ask(id, ask, now, &mut out),
         }
         let live = self.steerable();
         if !self.fully_up && !live.is_empty() && live.len() == self.settings.instances {
@@ -355,7 +407,7 @@ impl Supervisor {
                     + usize::from(s.incoming.is_some())
             })
             .sum();
-        slots + self.drainers.len()
+        slots + self.retirees.len()
     }
 
     fn worker_pids(&self) -> Vec<i32> {
@@ -365,7 +417,7 @@ impl Supervisor {
             .flat_map(|s| [s.worker(), s.incoming_worker()])
             .flatten()
             .map(|w| w.pid);
-        slots.chain(self.drainers.iter().map(|d| d.pid)).collect()
+        slots.chain(self.retirees.iter().map(|d| d.pid)).collect()
     }
 
     fn set_code(&mut self, code: i32) {
@@ -404,7 +456,7 @@ impl Supervisor {
             // answer (removed, or its reload ended): a process nobody
             // tracked would outlive the run, so it is stopped at once.
             out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
-            self.drain(slot, worker, now, out);
+            self.retire(slot, worker, now, out);
             return;
         };
         if s.incoming == Some(Incoming::Spawning) {
@@ -414,7 +466,7 @@ impl Supervisor {
                 self.incoming_ready(slot, now, out);
             }
         } else if s.state == SlotState::Spawning {
-            s.state = SlotState::Up(worker);
+            s.go(SlotState::Up(worker));
             out.push(Action::Log(Note::WorkerSpawned { slot, pid }));
         }
     }
@@ -450,37 +502,13 @@ impl Supervisor {
         }
     }
 
-    fn on_signal(&mut self, sig: i32, now: Instant, out: &mut Vec<Action>) {
-        match sig {
-            libc::SIGTERM | libc::SIGINT => self.request_stop(sig, now, out),
-            // The shell reaps on every wake-up; nothing else to do.
-            libc::SIGCHLD => {}
-            // Only pminit's own write to a closed pipe raises it: the write
-            // fails with EPIPE, which is all we need to know.
-            libc::SIGPIPE => {}
-            libc::SIGHUP => self.on_hup(out),
-            libc::SIGTTIN => self.scale_up(now, out),
-            libc::SIGTTOU => self.scale_down(now, out),
-            _ => {
-                let pids = self.worker_pids();
-                out.push(Action::Log(Note::Forwarded {
-                    signal: signal_name(sig),
-                    workers: pids.len(),
-                }));
-                for pgid in pids {
-                    out.push(Action::SignalGroup { pgid, signal: sig });
-                }
-            }
-        }
-    }
-
     fn on_tick(&mut self, now: Instant, out: &mut Vec<Action>) {
         match self.phase {
-            Phase::Draining { until } if until <= now => self.stop_now(now, out),
+            Phase::StopDelay { until } if until <= now => self.stop_now(now, out),
             Phase::Stopping { kill_at } if kill_at <= now => self.kill_now(out),
             _ => {}
         }
-        for d in &mut self.drainers {
+        for d in &mut self.retirees {
             if d.kill_at.is_some_and(|at| at <= now) {
                 d.kill_at = None;
                 d.sigkilled = true;
@@ -511,7 +539,7 @@ impl Supervisor {
             match self.slots[slot].incoming {
                 Some(Incoming::Up(w)) if !w.ready && w.ready_by <= now => {
                     self.slots[slot].incoming = None;
-                    self.drain(slot, w, now, out);
+                    self.retire(slot, w, now, out);
                     let reason = format!("the new worker was not ready within {timeout} ms");
                     self.reload_failed(slot, reason, out);
                 }
@@ -689,7 +717,7 @@ mod tests {
             !has_note(&a, |n| matches!(n, Note::WorkerNotReady { .. })),
             "slot 1 still has until 3 s to say it is ready"
         );
-        // A drainer's kill during --stop-delay does not end the delay.
+        // A retiree's kill during --stop-delay does not end the delay.
         let mut h = Harness::new(Settings {
             instances: 2,
             stop_delay: Duration::from_secs(5),

@@ -314,7 +314,7 @@ impl Sim {
                     p.killed = true;
                 }
             }
-            Action::Steer { .. } => {}
+            Action::Steer { .. } | Action::Answer { .. } => {}
             Action::Ping { pid } => {
                 if !self.procs.get(&pid).is_some_and(|p| p.worker) {
                     return Err(self.fail(format!("ping to pid {pid}, no live worker")));
@@ -473,7 +473,10 @@ impl Sim {
             }
             Op::Signal(sig) => self.feed(Event::Signal(sig))?,
             Op::Scale(to) => self.feed(Event::Scale(to))?,
-            Op::Prestop => self.feed(Event::Prestop)?,
+            Op::Prestop => self.feed(Event::Asked {
+                id: 1,
+                ask: Ask::Prestop,
+            })?,
             Op::OverMemory(i) => {
                 if let Some(pid) = pick(self.sup.serving(), i) {
                     self.feed(Event::OverMemory {

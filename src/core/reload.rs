@@ -53,11 +53,12 @@ impl Supervisor {
         let Some(new) = self.slots[slot].incoming_worker() else {
             return;
         };
-        let old = std::mem::replace(&mut self.slots[slot].state, SlotState::Up(new));
+        let old = self.slots[slot].state;
+        self.slots[slot].go(SlotState::Up(new));
         self.slots[slot].incoming = None;
         self.slots[slot].quick_deaths = 0;
         if let SlotState::Up(old) = old {
-            self.drain(slot, old, now, out);
+            self.retire(slot, old, now, out);
         }
         if let Some(r) = &mut self.reload {
             r.replaced += 1;
@@ -81,8 +82,8 @@ impl Supervisor {
     }
 
     /// Asks `w` to stop; SIGKILL after --kill-timeout.
-    pub(super) fn drain(&mut self, slot: usize, w: Worker, now: Instant, out: &mut Vec<Action>) {
-        self.drainers.push(Drainer {
+    pub(super) fn retire(&mut self, slot: usize, w: Worker, now: Instant, out: &mut Vec<Action>) {
+        self.retirees.push(Retiree {
             pid: w.pid,
             slot,
             since: w.since,
@@ -173,7 +174,7 @@ impl Supervisor {
         };
         if let Some(w) = self.slots.get(r.slot).and_then(Slot::incoming_worker) {
             self.slots[r.slot].incoming = None;
-            self.drain(r.slot, w, now, out);
+            self.retire(r.slot, w, now, out);
         }
         if r.single {
             self.reload = None;

@@ -20,7 +20,7 @@ pub fn backoff(n: u32) -> Duration {
 
 impl Supervisor {
     pub(super) fn spawn(&mut self, slot: usize, out: &mut Vec<Action>) {
-        self.slots[slot].state = SlotState::Spawning;
+        self.slots[slot].go(SlotState::Spawning);
         out.push(Action::Spawn { slot });
     }
 
@@ -39,8 +39,8 @@ impl Supervisor {
             signal: signal.clone(),
             uptime_ms: millis(now.saturating_duration_since(since)),
         };
-        if let Some(i) = self.drainers.iter().position(|d| d.pid == pid) {
-            let d = self.drainers.remove(i);
+        if let Some(i) = self.retirees.iter().position(|d| d.pid == pid) {
+            let d = self.retirees.remove(i);
             out.push(Action::Log(exited(d.slot, d.since)));
             if !(d.sigkilled && status == Status::Signal(libc::SIGKILL)) {
                 self.after_planned_exit(status, out);
@@ -108,7 +108,7 @@ impl Supervisor {
         now: Instant,
         out: &mut Vec<Action>,
     ) {
-        self.slots[slot].state = SlotState::Done;
+        self.slots[slot].go(SlotState::Done);
         if self.phase == Phase::Running
             && matches!(self.slots[slot].incoming, Some(Incoming::Proving { .. }))
         {
@@ -118,7 +118,7 @@ impl Supervisor {
         }
         match self.phase {
             Phase::Running => self.unplanned_exit(slot, status, uptime, now, out),
-            Phase::Draining { .. } => {
+            Phase::StopDelay { .. } => {
                 if status != Status::Code(0) {
                     self.set_code(status.code());
                 }
@@ -203,7 +203,7 @@ impl Supervisor {
         if delay.is_zero() {
             self.spawn(slot, out);
         } else {
-            info.state = SlotState::Backoff { until: now + delay };
+            info.go(SlotState::Backoff { until: now + delay });
         }
     }
 }

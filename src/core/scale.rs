@@ -57,7 +57,8 @@ impl Supervisor {
             }
         };
         self.settings.instances += 1;
-        self.spawn(slot, out);
+        // A new slot is born spawning (a retired one is replaced whole).
+        out.push(Action::Spawn { slot });
     }
 
     /// One worker fewer: the highest slot that still counts drains.
@@ -79,12 +80,13 @@ impl Supervisor {
             return false;
         };
         self.settings.instances -= 1;
-        let s = std::mem::replace(&mut self.slots[slot].state, SlotState::Retired);
+        let s = self.slots[slot].state;
+        self.slots[slot].go(SlotState::Retired);
         if let SlotState::Up(w) = s {
-            self.drain(slot, w, now, out);
+            self.retire(slot, w, now, out);
         }
         if let Some(w) = self.slots[slot].incoming_worker() {
-            self.drain(slot, w, now, out);
+            self.retire(slot, w, now, out);
         }
         self.slots[slot].incoming = None;
         if self.reload.is_some_and(|r| r.slot == slot) {

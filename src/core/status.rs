@@ -50,7 +50,7 @@ impl Supervisor {
         match self.phase {
             Phase::Running if self.prestopped => "draining",
             Phase::Running => "running",
-            Phase::Draining { .. } => "draining",
+            Phase::StopDelay { .. } => "draining",
             Phase::Stopping { .. } | Phase::Killing | Phase::Exited => "stopping",
         }
     }
@@ -62,7 +62,7 @@ impl Supervisor {
         match self.phase {
             Phase::Running if self.prestopped => return Err("draining: prestop was called".into()),
             Phase::Running => {}
-            Phase::Draining { .. } => return Err("draining: stop requested (--stop-delay)".into()),
+            Phase::StopDelay { .. } => return Err("draining: stop requested (--stop-delay)".into()),
             _ => return Err("stopping".into()),
         }
         let ready = self.steerable().len();
@@ -81,7 +81,7 @@ impl Supervisor {
     /// during a reload, and the workers draining.
     pub fn workers(&self) -> Vec<WorkerView> {
         let mut rows = Vec::new();
-        let stopping = !matches!(self.phase, Phase::Running | Phase::Draining { .. });
+        let stopping = !matches!(self.phase, Phase::Running | Phase::StopDelay { .. });
         let row = |slot: usize, s: &Slot, w: Worker, incoming: bool| WorkerView {
             slot,
             pid: Some(w.pid),
@@ -120,7 +120,7 @@ impl Supervisor {
                 rows.push(row(slot, s, w, true));
             }
         }
-        for d in &self.drainers {
+        for d in &self.retirees {
             rows.push(WorkerView {
                 slot: d.slot,
                 pid: Some(d.pid),
@@ -178,12 +178,12 @@ mod tests {
     #[test]
     fn prestop_fails_ready_but_keeps_serving_and_reloading() {
         let mut h = four_ready();
-        let a = h.feed(Event::Prestop, 20);
+        let a = prestop(&mut h, 20);
         assert_eq!(notes(&a), vec![Note::Prestop]);
         assert!(effects(&a).is_empty(), "nothing is stopped: {a:?}");
         assert!(h.sup.readiness().is_err_and(|e| e.contains("prestop")));
         assert_eq!(h.sup.phase_name(), "draining");
-        assert!(h.feed(Event::Prestop, 21).is_empty(), "once is enough");
+        assert!(notes(&prestop(&mut h, 21)).is_empty(), "once is enough");
         assert_eq!(h.sup.reload_target(), Some(1));
         // TERM then stops as usual.
         let a = h.feed(Event::Signal(TERM), 30);
@@ -305,7 +305,7 @@ mod tests {
         assert_eq!(h.sup.generation(), 1);
         h.feed(Event::Signal(libc::SIGHUP), 1040);
         assert_eq!(h.sup.generation(), 2);
-        h.feed(Event::Prestop, 1050);
+        prestop(&mut h, 1050);
         assert_eq!(h.sup.phase_name(), "draining");
     }
 

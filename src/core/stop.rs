@@ -32,13 +32,13 @@ impl Supervisor {
                 if delay.is_zero() {
                     self.stop_now(now, out);
                 } else {
-                    self.phase = Phase::Draining { until: now + delay };
+                    self.phase = Phase::StopDelay { until: now + delay };
                     self.cancel_restarts();
                     self.abort_reload(now, out);
                 }
             }
             // A second TERM/INT skips what is left of the current step.
-            Phase::Draining { .. } => self.stop_now(now, out),
+            Phase::StopDelay { .. } => self.stop_now(now, out),
             Phase::Stopping { .. } => self.kill_now(out),
             Phase::Killing | Phase::Exited => {}
         }
@@ -61,7 +61,7 @@ impl Supervisor {
             .collect();
         out.push(Action::Log(Note::Stopping {
             signal: signal_name(signal),
-            workers: running.len() + self.drainers.len(),
+            workers: running.len() + self.retirees.len(),
             grace_ms: millis(grace),
         }));
         for pid in running {
@@ -69,7 +69,7 @@ impl Supervisor {
         }
         self.cancel_restarts();
         // Drainers already have the stop signal; the global grace covers them.
-        for d in &mut self.drainers {
+        for d in &mut self.retirees {
             d.kill_at = None;
         }
         out.push(Action::SignalStrays {
@@ -83,7 +83,7 @@ impl Supervisor {
     fn cancel_restarts(&mut self) {
         for slot in &mut self.slots {
             if let SlotState::Backoff { .. } = slot.state {
-                slot.state = SlotState::Done;
+                slot.go(SlotState::Done);
             }
         }
     }
@@ -381,10 +381,10 @@ mod tests {
         assert_eq!(exit_code(&h.feed(Event::TreeEmpty, 601)), Some(0));
     }
 
-    /// Found by the model: a drainer SIGKILLed by its own --kill-timeout
+    /// Found by the model: a retiree SIGKILLed by its own --kill-timeout
     /// while running, reaped after the stop began, made the exit 137.
     #[test]
-    fn a_drainer_we_sigkilled_before_the_stop_does_not_change_the_exit_code() {
+    fn a_retiree_we_sigkilled_before_the_stop_does_not_change_the_exit_code() {
         let mut h = Harness::new(Settings {
             instances: 2,
             kill_timeout: Duration::from_millis(500),
@@ -452,11 +452,11 @@ mod tests {
         }
     }
 
-    /// From mutation testing: only a SIGKILL we sent a drainer is ours; a
-    /// drainer killed by someone else during the stop, or one that exits
+    /// From mutation testing: only a SIGKILL we sent a retiree is ours; a
+    /// retiree killed by someone else during the stop, or one that exits
     /// with a code of its own after our SIGKILL went out, is the app's.
     #[test]
-    fn a_drainers_death_counts_unless_it_is_our_sigkill() {
+    fn a_retirees_death_counts_unless_it_is_our_sigkill() {
         for (kill_first, status, code) in [
             (false, Status::Signal(KILL), 137),
             (true, Status::Code(3), 3),
@@ -487,10 +487,10 @@ mod tests {
     }
 
     /// From mutation testing: the stop note counts every worker it stops,
-    /// drainers included, and after the grace a worker's own exit code
+    /// retirees included, and after the grace a worker's own exit code
     /// still counts.
     #[test]
-    fn the_stop_counts_drainers_and_a_code_after_the_grace_still_counts() {
+    fn the_stop_counts_retirees_and_a_code_after_the_grace_still_counts() {
         let mut h = Harness::new(Settings {
             instances: 3,
             kill_timeout: Duration::from_millis(500),

@@ -76,7 +76,12 @@ impl Harness {
 pub(crate) fn effects(actions: &[Action]) -> Vec<Action> {
     actions
         .iter()
-        .filter(|a| !matches!(a, Action::Log(_) | Action::Steer { .. }))
+        .filter(|a| {
+            !matches!(
+                a,
+                Action::Log(_) | Action::Steer { .. } | Action::Answer { .. }
+            )
+        })
         .cloned()
         .collect()
 }
@@ -157,4 +162,15 @@ pub(crate) fn states(h: &Harness) -> Vec<(usize, Option<i32>, u64, WorkerState)>
         .iter()
         .map(|v| (v.slot, v.pid, v.generation, v.state))
         .collect()
+}
+
+/// `pminit prestop`, as the shell hands it to the core.
+pub(crate) fn prestop(h: &mut Harness, ms: u64) -> Vec<Action> {
+    h.feed(
+        Event::Asked {
+            id: 1,
+            ask: Ask::Prestop,
+        },
+        ms,
+    )
 }

@@ -87,9 +87,31 @@ pub enum Event {
     Unanswerable { pid: i32 },
     /// `pminit scale`: change the number of workers.
     Scale(ScaleTo),
-    /// `pminit prestop`: the orchestrator is about to stop us. Keep serving,
-    /// but `ready` fails from now on, so traffic moves elsewhere.
+    /// A control client asks something of the run (`pminit reload`,
+    /// `scale`, `prestop`, `ready`); the core answers with Action::Answer.
+    Asked { id: u64, ask: Ask },
+}
+
+/// What a control client may ask of the core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ask {
+    Ready,
+    Reload,
+    Scale(ScaleTo),
+    /// `pminit prestop`: the orchestrator is about to stop us. Keep
+    /// serving, but `ready` fails from now on, so traffic moves elsewhere.
     Prestop,
+}
+
+/// The core's answer to an `Ask`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// `pminit ready`: serving or not, and why not.
+    Ready { ready: bool, why: Option<String> },
+    /// Done at once, or refused (`ok` false), with a line for the user.
+    Done { ok: bool, message: String },
+    /// A reload started or queued: done when this generation finishes.
+    AfterReload { generation: u64 },
 }
 
 /// Why a worker is replaced for its memory (the metrics' `reason` label).
@@ -204,6 +226,11 @@ pub enum Action {
     /// comes back as Event::Alive.
     Ping {
         pid: i32,
+    },
+    /// Answer control client `id`; comes before the effects of what it asked.
+    Answer {
+        id: u64,
+        answer: Answer,
     },
     Log(Note),
     Exit(i32),

@@ -17,6 +17,7 @@ use super::*;
 use crate::core::ScaleTo;
 use crate::ipc::Heap;
 use crate::memory::{self, Budget, Limit, Sample, Verdict, Watch};
+use crate::parse;
 
 /// The low rate: one round every 4 s (the liveness pings' rate at the
 /// default --hang-timeout).

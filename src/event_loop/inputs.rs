@@ -1,67 +1,47 @@
 //! What the loop reads besides signals and exits: control requests (and
 //! the `status` they ask for), and workers' IPC messages (readiness, the
-//! preload's listen requests). Each is bounded per wake-up (src/limits.rs).
+//! preload's listen requests, liveness answers) and notify datagrams. Each
+//! is bounded per wake-up (src/limits.rs).
+
+use std::net::IpAddr;
 
 use super::*;
+use crate::control::{Outcome, Reply, Request};
+use crate::core::{Ask, Note};
+use crate::ipc::Message;
+use crate::limits::LISTEN_REQUESTS_PER_WAKE;
+use crate::listen::ShareError;
+use crate::{node, notify};
 
 impl Shell {
-    /// Answers what control clients asked; state changes become events.
+    /// What control clients asked: `status` is answered here (the core's
+    /// view and /proc); everything else goes to the core as Event::Asked,
+    /// and the core's Action::Answer replies.
     pub(super) fn control_requests(
         &mut self,
-        ready: &[bool],
+        ready: &Ready,
         sup: &Supervisor,
         queue: &mut VecDeque<Event>,
     ) {
         let Some(server) = self.control.as_mut() else {
             return;
         };
-        let requests = server.serve(ready);
-        for (id, request) in requests {
-            let outcome = match request {
-                Request::Status => Outcome::Reply(Reply::Status(self.status(sup))),
-                Request::Ready => {
-                    let why = sup.readiness().err();
-                    Outcome::Reply(Reply::Ready {
-                        ready: why.is_none(),
-                        why,
-                    })
-                }
-                Request::Reload => match sup.reload_target() {
-                    Some(generation) => {
-                        queue.push_back(Event::Signal(libc::SIGHUP));
-                        Outcome::Wait(generation)
+        let readable = ready.of(Token::Control, server.poll_set().len());
+        for (id, request) in server.serve(&readable) {
+            let ask = match request {
+                Request::Status => {
+                    let status = self.status(sup);
+                    if let Some(server) = self.control.as_mut() {
+                        server.answer(id, Outcome::Reply(Reply::Status(status)));
                     }
-                    None => Outcome::Reply(Reply::Done {
-                        ok: false,
-                        message: "pminit is stopping: no reload".into(),
-                    }),
-                },
-                Request::Scale { to } if sup.reload_target().is_some() => {
-                    queue.push_back(Event::Scale(to));
-                    Outcome::Reply(Reply::Done {
-                        ok: true,
-                        message: format!(
-                            "scaling from {} to {} workers",
-                            sup.instances(),
-                            to.from(sup.instances())
-                        ),
-                    })
+                    continue;
                 }
-                Request::Scale { .. } => Outcome::Reply(Reply::Done {
-                    ok: false,
-                    message: "pminit is stopping: no scaling".into(),
-                }),
-                Request::Prestop => {
-                    queue.push_back(Event::Prestop);
-                    Outcome::Reply(Reply::Done {
-                        ok: true,
-                        message: "draining: `pminit ready` fails from now on; still serving".into(),
-                    })
-                }
+                Request::Ready => Ask::Ready,
+                Request::Reload => Ask::Reload,
+                Request::Scale { to } => Ask::Scale(to),
+                Request::Prestop => Ask::Prestop,
             };
-            if let Some(server) = self.control.as_mut() {
-                server.answer(id, outcome);
-            }
+            queue.push_back(Event::Asked { id, ask });
         }
     }
 
@@ -122,123 +102,130 @@ impl Shell {
         }
     }
 
-    /// What the workers said on their channels and the notify socket.
+    /// What the workers said on their channels and the notify socket. One
+    /// Ready per worker per wake-up is enough: a flood of them is not a
+    /// flood of events.
     pub(super) fn messages(
         &mut self,
-        readable: &[bool],
-        polled: &[i32],
-        first_channel: usize,
+        ready: &Ready,
         sup: &Supervisor,
         queue: &mut VecDeque<Event>,
     ) {
-        // One Ready per worker per wake-up is enough; a flood of them is not
-        // a flood of events.
         let mut readied: Vec<i32> = Vec::new();
-        if readable.get(1).copied().unwrap_or(false) {
-            if let Some(n) = &self.notify {
-                let batch = n.recv();
-                let workers: Vec<i32> = if batch.is_empty() {
-                    Vec::new()
-                } else {
-                    sup.workers().iter().filter_map(|w| w.pid).collect()
+        if ready.has(Token::Notify) {
+            self.notify_datagrams(sup, &mut readied, queue);
+        }
+        for pid in ready.channels() {
+            self.channel_messages(pid, &mut readied, queue);
+        }
+    }
+
+    /// sd_notify datagrams: READY=1 (with --wait-ready) from a worker or
+    /// its process group; the rest is logged, rate-limited.
+    fn notify_datagrams(
+        &mut self,
+        sup: &Supervisor,
+        readied: &mut Vec<i32>,
+        queue: &mut VecDeque<Event>,
+    ) {
+        let Some(n) = &self.notify else {
+            return;
+        };
+        let batch = n.recv();
+        let workers: Vec<i32> = if batch.is_empty() {
+            Vec::new()
+        } else {
+            sup.workers().iter().filter_map(|w| w.pid).collect()
+        };
+        for note in batch {
+            let worker = match notify::worker_of(note.pid, &workers, sys::getpgid) {
+                Ok(w) => w,
+                Err(why) => {
+                    let who = if note.pid > 0 { note.pid } else { 0 };
+                    log::warn_limited(
+                        log::Kind::NotifyRefused,
+                        0,
+                        &format!("dropped a notify datagram from pid {who}: {why}"),
+                    );
+                    continue;
+                }
+            };
+            for line in note.lines {
+                if line == "READY=1" && self.wait_ready && !readied.contains(&worker) {
+                    readied.push(worker);
+                    queue.push_back(Event::Ready { pid: worker });
+                }
+                let note = Note::Notified {
+                    pid: worker,
+                    message: line,
                 };
-                for note in batch {
-                    let worker = match notify::worker_of(note.pid, &workers, sys::getpgid) {
-                        Ok(w) => w,
-                        Err(why) => {
-                            let who = if note.pid > 0 { note.pid } else { 0 };
-                            log::warn_limited(
-                                log::Kind::NotifyRefused,
-                                0,
-                                &format!("dropped a notify datagram from pid {who}: {why}"),
-                            );
-                            continue;
-                        }
+                log::note_limited(log::Kind::Notified, worker, &note);
+            }
+        }
+    }
+
+    /// One worker's IPC channel: readiness, listen requests (answered
+    /// here, at most LISTEN_REQUESTS_PER_WAKE), liveness answers and memory
+    /// reports; malformed lines are dropped and counted.
+    fn channel_messages(&mut self, pid: i32, readied: &mut Vec<i32>, queue: &mut VecDeque<Event>) {
+        let Some(c) = self.channels.get_mut(&pid) else {
+            return;
+        };
+        let (mut ready, mut alive) = (false, false);
+        let mut requests = Vec::new();
+        let was_closed = c.closed;
+        let messages = c.read();
+        let closed_now = c.closed && !was_closed;
+        for m in messages {
+            match m {
+                Ok(Message::Ready) if self.wait_ready => ready = true,
+                Ok(Message::Listening) if !self.wait_ready => ready = true,
+                Ok(Message::Listen { id, request }) => requests.push((id, request)),
+                Ok(Message::Alive { heap }) => {
+                    alive = true;
+                    match heap {
+                        Some(h) => self.healing.heaps.insert(pid, h),
+                        None => self.healing.heaps.remove(&pid),
                     };
-                    for line in note.lines {
-                        if line == "READY=1" && self.wait_ready && !readied.contains(&worker) {
-                            readied.push(worker);
-                            queue.push_back(Event::Ready { pid: worker });
-                        }
-                        log::note_limited(
-                            log::Kind::Notified,
-                            worker,
-                            &Note::Notified {
-                                pid: worker,
-                                message: line,
-                            },
-                        );
-                    }
+                }
+                Ok(Message::Grew) => self.healing.hurry(Instant::now()),
+                Ok(_) => {}
+                Err(reason) => {
+                    c.dropped += 1;
+                    let line = format!(
+                        "worker pid {pid}: dropped {reason} from its IPC channel ({} so far)",
+                        c.dropped
+                    );
+                    log::warn_limited(log::Kind::IpcDropped, pid, &line);
                 }
             }
         }
-        for (k, &pid) in polled.iter().enumerate() {
-            if !readable.get(first_channel + k).copied().unwrap_or(false) {
-                continue;
-            }
-            let Some(c) = self.channels.get_mut(&pid) else {
-                continue;
+        if ready && !readied.contains(&pid) {
+            readied.push(pid);
+            queue.push_back(Event::Ready { pid });
+        }
+        // One answer per wake-up is enough, however many were sent.
+        if alive {
+            queue.push_back(Event::Alive { pid });
+        }
+        if closed_now {
+            queue.push_back(Event::Unanswerable { pid });
+        }
+        for (k, (id, request)) in requests.into_iter().enumerate() {
+            let request = match request {
+                _ if k >= LISTEN_REQUESTS_PER_WAKE => Err(ShareError {
+                    code: "EAGAIN",
+                    message: format!(
+                        "more than {LISTEN_REQUESTS_PER_WAKE} listen requests at once; ask one at a time"
+                    ),
+                }),
+                Ok(r) => Ok(r),
+                Err(message) => Err(ShareError {
+                    code: "EINVAL",
+                    message,
+                }),
             };
-            let mut ready = false;
-            let mut alive = false;
-            let mut requests = Vec::new();
-            let was_closed = c.closed;
-            let messages = c.read();
-            let closed_now = c.closed && !was_closed;
-            for m in messages {
-                match m {
-                    Ok(Message::Ready) if self.wait_ready => ready = true,
-                    Ok(Message::Listening) if !self.wait_ready => ready = true,
-                    Ok(Message::Listen { id, request }) => requests.push((id, request)),
-                    Ok(Message::Alive { heap }) => {
-                        alive = true;
-                        match heap {
-                            Some(h) => self.healing.heaps.insert(pid, h),
-                            None => self.healing.heaps.remove(&pid),
-                        };
-                    }
-                    Ok(Message::Grew) => self.healing.hurry(Instant::now()),
-                    Ok(_) => {}
-                    Err(reason) => {
-                        c.dropped += 1;
-                        log::warn_limited(
-                            log::Kind::IpcDropped,
-                            pid,
-                            &format!(
-                                "worker pid {pid}: dropped {reason} from its IPC channel ({} so far)",
-                                c.dropped
-                            ),
-                        );
-                    }
-                }
-            }
-            if ready && !readied.contains(&pid) {
-                readied.push(pid);
-                queue.push_back(Event::Ready { pid });
-            }
-            // One answer per wake-up is enough, however many were sent.
-            if alive {
-                queue.push_back(Event::Alive { pid });
-            }
-            if closed_now {
-                queue.push_back(Event::Unanswerable { pid });
-            }
-            for (k, (id, request)) in requests.into_iter().enumerate() {
-                let request = match request {
-                    _ if k >= LISTEN_REQUESTS_PER_WAKE => Err(ShareError {
-                        code: "EAGAIN",
-                        message: format!(
-                            "more than {LISTEN_REQUESTS_PER_WAKE} listen requests at once; ask one at a time"
-                        ),
-                    }),
-                    Ok(r) => Ok(r),
-                    Err(message) => Err(ShareError {
-                        code: "EINVAL",
-                        message,
-                    }),
-                };
-                self.answer_listen(pid, id, request);
-            }
+            self.answer_listen(pid, id, request);
         }
     }
 

@@ -4,7 +4,7 @@
 //! failure is a start-up error, and keeps its own copy for its whole life, so
 //! a connection the kernel has queued survives any worker's exit.
 //!
-//! Two layouts:
+//! Three layouts:
 //! - `shared`: one socket per address, the same one in every worker: one
 //!   accept queue that every worker accepts from.
 //! - `per-worker`: one `SO_REUSEPORT` socket per address and slot, inherited
@@ -35,6 +35,16 @@ pub use addr::*;
 use bind::*;
 use std::os::unix::fs::FileTypeExt;
 use std::path::PathBuf;
+
+/// Whether listener `l` is at `host` (None: the app names none, which
+/// only `$PORT`'s and `--listen PORT`'s wildcard match).
+fn same_host(l: &Listener, host: Option<IpAddr>) -> bool {
+    match (&l.addr, host) {
+        (Addr::AnyPort(_), None) => true,
+        (_, Some(ip)) => l.bound.is_some_and(|b| b.ip() == ip),
+        _ => false,
+    }
+}
 
 /// Node's default, and enough for bursts of new connections.
 const BACKLOG: i32 = 511;
@@ -203,63 +213,89 @@ impl Sockets {
             None => Addr::AnyPort(port),
             Some(ip) => Addr::Tcp(SocketAddr::new(ip, port)),
         };
-        let same_host = |l: &Listener| match (&l.addr, host) {
-            (Addr::AnyPort(_), None) => true,
-            (_, Some(ip)) => l.bound.is_some_and(|b| b.ip() == ip),
-            _ => false,
-        };
-        let on_port = |l: &Listener| l.bound.is_some_and(|b| b.port() == port);
-        let declared = self
-            .listeners
-            .iter()
-            .position(|l| on_port(l) && (same_host(l) || !l.from_port_var))
-            .or_else(|| {
-                self.listeners
-                    .iter()
-                    .position(|l| on_port(l) && l.implicit && host.is_some())
-            });
-        if let Some(i) = declared {
-            let mut moved_from = None;
-            if !same_host(&self.listeners[i]) && self.listeners[i].implicit {
-                moved_from = self.listeners[i].bound;
-                self.move_implicit(i, &wanted)?;
-            }
-            let l = &mut self.listeners[i];
-            let fd = match &l.shared {
-                Some(fd) => fd.as_fd(),
-                None => {
-                    while l.per_slot.len() <= slot {
-                        let (fd, _) = bind_tcp(&l.addr, false)
-                            .map_err(|e| ShareError::errno(e, &format!("{wanted}")))?;
-                        l.per_slot.push(fd);
-                    }
-                    l.per_slot[slot].as_fd()
-                }
-            };
-            return Ok(Shared {
-                fd,
-                bound: l
-                    .bound
-                    .unwrap_or(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)),
-                declared: true,
-                moved_from,
-                new: false,
-            });
+        if let Some(i) = self.declared_for(port, host) {
+            return self.share_declared(i, &wanted, (port, host), slot);
         }
-        if let Some(i) = self
+        let (i, new) = match self
             .on_request
             .iter()
             .position(|r| r.port == port && r.host == host)
         {
-            let r = &self.on_request[i];
-            return Ok(Shared {
-                fd: r.fd.as_fd(),
-                bound: r.bound,
-                declared: false,
-                moved_from: None,
-                new: false,
-            });
+            Some(i) => (i, false),
+            None => (self.bind_on_request(port, host, &wanted)?, true),
+        };
+        let r = &self.on_request[i];
+        Ok(Shared {
+            fd: r.fd.as_fd(),
+            bound: r.bound,
+            declared: false,
+            moved_from: None,
+            new,
+        })
+    }
+
+    /// The declared listener (`--listen`, `$PORT`) a listen on `port` at
+    /// `host` takes: one at that address, or on that port from `--listen`
+    /// (the operator's address wins), or `$PORT`'s wildcard when the app
+    /// names a host (it is then moved there).
+    fn declared_for(&self, port: u16, host: Option<IpAddr>) -> Option<usize> {
+        let on_port = |l: &Listener| l.bound.is_some_and(|b| b.port() == port);
+        self.listeners
+            .iter()
+            .position(|l| on_port(l) && (same_host(l, host) || !l.from_port_var))
+            .or_else(|| {
+                self.listeners
+                    .iter()
+                    .position(|l| on_port(l) && l.implicit && host.is_some())
+            })
+    }
+
+    /// The socket of declared listener `i` for `slot`: the shared one, or
+    /// the slot's own (bound now for a slot beyond those so far).
+    fn share_declared(
+        &mut self,
+        i: usize,
+        wanted: &Addr,
+        (port, host): (u16, Option<IpAddr>),
+        slot: usize,
+    ) -> Result<Shared<'_>, ShareError> {
+        let mut moved_from = None;
+        if !same_host(&self.listeners[i], host) && self.listeners[i].implicit {
+            moved_from = self.listeners[i].bound;
+            self.move_implicit(i, wanted)?;
         }
+        let l = &mut self.listeners[i];
+        let fd = match &l.shared {
+            Some(fd) => fd.as_fd(),
+            None => {
+                while l.per_slot.len() <= slot {
+                    let (fd, _) = bind_tcp(&l.addr, false)
+                        .map_err(|e| ShareError::errno(e, &format!("{wanted}")))?;
+                    l.per_slot.push(fd);
+                }
+                l.per_slot[slot].as_fd()
+            }
+        };
+        Ok(Shared {
+            fd,
+            bound: l
+                .bound
+                .unwrap_or(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port)),
+            declared: true,
+            moved_from,
+            new: false,
+        })
+    }
+
+    /// Binds a port a worker asked for, within the limits (at most
+    /// SHARED_PORTS_MAX, no privileged port for --user workers); returns
+    /// its index in `on_request`.
+    fn bind_on_request(
+        &mut self,
+        port: u16,
+        host: Option<IpAddr>,
+        wanted: &Addr,
+    ) -> Result<usize, ShareError> {
         if self.on_request.len() >= SHARED_PORTS_MAX {
             return Err(ShareError {
                 code: "EMFILE",
@@ -278,27 +314,20 @@ impl Sockets {
         }
         // Probe for a foreign listener only when the port is not already
         // ours; our own sockets on it share it by SO_REUSEPORT.
-        let ours =
-            self.listeners.iter().any(on_port) || self.on_request.iter().any(|r| r.port == port);
+        let ours = self
+            .listeners
+            .iter()
+            .any(|l| l.bound.is_some_and(|b| b.port() == port))
+            || self.on_request.iter().any(|r| r.port == port);
         let (fd, bound) =
-            bind_tcp(&wanted, !ours).map_err(|e| ShareError::errno(e, &format!("{wanted}")))?;
+            bind_tcp(wanted, !ours).map_err(|e| ShareError::errno(e, &format!("{wanted}")))?;
         self.on_request.push(OnRequest {
             port,
             host,
             fd,
             bound,
         });
-        let r = self.on_request.last().ok_or_else(|| ShareError {
-            code: "EINVAL",
-            message: "unreachable".into(),
-        })?;
-        Ok(Shared {
-            fd: r.fd.as_fd(),
-            bound,
-            declared: false,
-            moved_from: None,
-            new: true,
-        })
+        Ok(self.on_request.len() - 1)
     }
 
     /// Moves `$PORT`'s listener `i` from the wildcard to `wanted`: the new
@@ -400,7 +429,7 @@ impl Sockets {
             let mut prog = match self.layout {
                 // Every socket ever bound stays in the group (a slot removed
                 // by a scale-down keeps its socket), so the group's size is
-                // the most slots there have been: see README "Sticky
+                // the most slots there have been: see docs/sockets.md "Sticky
                 // sessions".
                 Layout::Sticky => steer::sticky(l.per_slot.len() as u32, &live),
                 Layout::PerWorker | Layout::Shared => steer::random(&live),

@@ -263,6 +263,23 @@ fn how(code: &Option<i32>, signal: &Option<String>) -> String {
 
 pub fn text(note: &Note) -> String {
     match note {
+        Note::WorkerSpawned { .. }
+        | Note::WorkerExited { .. }
+        | Note::WorkerReady { .. }
+        | Note::WorkerNotReady { .. }
+        | Note::WorkerDraining { .. }
+        | Note::MemoryExceeded { .. }
+        | Note::MemoryKilled { .. }
+        | Note::WorkerHung { .. }
+        | Note::WorkerRestarting { .. }
+        | Note::CrashLoop { .. } => worker_text(note),
+        _ => run_text(note),
+    }
+}
+
+/// What happened to one worker.
+fn worker_text(note: &Note) -> String {
+    match note {
         Note::WorkerSpawned { slot, pid } => format!("worker {slot} started (pid {pid})"),
         Note::WorkerExited {
             slot,
@@ -321,6 +338,26 @@ pub fn text(note: &Note) -> String {
         } => format!(
             "worker {slot} (pid {pid}) hung: its event loop has not answered for {silent_ms} ms (--hang-timeout {hang_timeout_ms} ms); starting its replacement and killing it (SIGKILL)"
         ),
+        Note::WorkerRestarting {
+            slot,
+            delay_ms,
+            restarts,
+        } => format!("worker {slot} restarts in {delay_ms} ms (restart #{restarts})"),
+        Note::CrashLoop {
+            slot,
+            quick_deaths,
+            min_uptime_ms,
+        } => format!(
+            "worker {slot} died {quick_deaths} times in a row within {min_uptime_ms} ms of starting: crash loop, stopping"
+        ),
+        // Not a worker's note: text() sends those to run_text.
+        _ => format!("{note:?}"),
+    }
+}
+
+/// What happened to the run: reloads, the stop, scaling, signals, exit.
+fn run_text(note: &Note) -> String {
+    match note {
         Note::ReloadStarted { generation } => format!("reload to generation {generation} started"),
         Note::ReloadQueued { generation } => {
             format!("reload to generation {generation} queued after the current one")
@@ -348,18 +385,6 @@ pub fn text(note: &Note) -> String {
             reason,
         } => format!(
             "reload to generation {generation} failed at worker {slot}: {reason}; the workers not yet replaced keep serving"
-        ),
-        Note::WorkerRestarting {
-            slot,
-            delay_ms,
-            restarts,
-        } => format!("worker {slot} restarts in {delay_ms} ms (restart #{restarts})"),
-        Note::CrashLoop {
-            slot,
-            quick_deaths,
-            min_uptime_ms,
-        } => format!(
-            "worker {slot} died {quick_deaths} times in a row within {min_uptime_ms} ms of starting: crash loop, stopping"
         ),
         Note::Interrupted { slot, how } => {
             format!("worker {slot}, which owns the terminal, ended ({how}): stopping")
@@ -390,6 +415,8 @@ pub fn text(note: &Note) -> String {
         }
         Note::Notified { pid, message } => format!("worker pid {pid} notified {message}"),
         Note::Exit { code } => format!("exiting with code {code}"),
+        // A worker's note: text() sends those to worker_text.
+        _ => format!("{note:?}"),
     }
 }
 

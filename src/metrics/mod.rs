@@ -187,6 +187,16 @@ pub fn render(snap: &Snapshot, c: &Counters) -> String {
     let mut p = Page {
         text: String::with_capacity(4096),
     };
+    run_section(&mut p, snap);
+    restarts_and_reloads(&mut p, snap, c);
+    healing_section(&mut p, c);
+    crash_loop_and_exits(&mut p, snap, c);
+    worker_section(&mut p, snap);
+    p.text
+}
+
+/// pminit itself: version, uptime, phase, readiness, workers by state.
+fn run_section(p: &mut Page, snap: &Snapshot) {
     p.family("pminit_build_info", "gauge", "pminit's version (always 1).");
     p.sample(
         "pminit_build_info",
@@ -238,6 +248,10 @@ pub fn render(snap: &Snapshot, c: &Counters) -> String {
         let n = snap.states.iter().filter(|s| **s == state).count();
         p.sample("pminit_workers", &[("state", name.to_string())], n);
     }
+}
+
+/// Starts, restarts per slot, rolling reloads and their outcome.
+fn restarts_and_reloads(p: &mut Page, snap: &Snapshot, c: &Counters) {
     p.one(
         "pminit_worker_starts_total",
         "counter",
@@ -283,6 +297,10 @@ pub fn render(snap: &Snapshot, c: &Counters) -> String {
         "1 while a rolling reload (or a --max-memory replacement) runs.",
         u8::from(snap.reloading),
     );
+}
+
+/// Healing: memory replacements by reason, memory kills, hangs.
+fn healing_section(p: &mut Page, c: &Counters) {
     p.family(
         "pminit_memory_replacements_total",
         "counter",
@@ -307,6 +325,10 @@ pub fn render(snap: &Snapshot, c: &Counters) -> String {
         "Workers whose event loop left a liveness ping unanswered for --hang-timeout: replaced, then SIGKILLed.",
         c.hangs,
     );
+}
+
+/// The crash-loop state, the last exit of each slot, dropped connections.
+fn crash_loop_and_exits(p: &mut Page, snap: &Snapshot, c: &Counters) {
     p.one(
         "pminit_max_restarts",
         "gauge",
@@ -357,7 +379,10 @@ pub fn render(snap: &Snapshot, c: &Counters) -> String {
         "Metrics connections closed before they sent a request (idle, or evicted when full).",
         snap.dropped_connections,
     );
-    // Per worker process; left out past the page limit.
+}
+
+/// Per worker process; left out past the page limit.
+fn worker_section(p: &mut Page, snap: &Snapshot) {
     let label = |r: &Row| vec![("slot", r.slot.to_string()), ("pid", r.pid.to_string())];
     p.family(
         "pminit_worker_uptime_seconds",
@@ -403,7 +428,6 @@ pub fn render(snap: &Snapshot, c: &Counters) -> String {
             "# per-worker series cut at {METRICS_MAX_PAGE} bytes: too many workers"
         );
     }
-    p.text
 }
 
 /// The endpoint: its server, the counters, and when pminit started.

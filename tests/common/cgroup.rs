@@ -1,7 +1,5 @@
 //! A cgroup v1 memory group for the hostile-input tests, removed on drop.
 
-#![allow(dead_code)]
-
 use super::*;
 
 /// A cgroup v1 memory group for one test run: created with a limit, joined

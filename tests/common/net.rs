@@ -2,8 +2,6 @@
 //! requests, the Node test apps, and `Load`, closed-loop clients bounded in
 //! count and time that count every failed request.
 
-#![allow(dead_code)]
-
 use super::*;
 
 pub fn free_port() -> u16 {

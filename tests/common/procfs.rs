@@ -1,8 +1,6 @@
 //! What /proc says about a process: its fields, children, zombies, memory
 //! and CPU, and its pid as the host sees it.
 
-#![allow(dead_code)]
-
 /// Fields of /proc/PID/stat after the command name: state is [0], ppid [1].
 pub fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;

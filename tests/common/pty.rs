@@ -1,7 +1,5 @@
 //! A pseudo-terminal for the interactive (Ctrl-C) tests.
 
-#![allow(dead_code)]
-
 use super::*;
 
 /// A TCP port free on 127.0.0.1 right now (the kernel picks it).

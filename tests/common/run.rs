@@ -2,8 +2,6 @@
 //! as a plain child (a subreaper), its output read line by line, waits for
 //! observable events with deadlines, and the control verbs run against it.
 
-#![allow(dead_code)]
-
 use super::*;
 
 /// One line of output, tagged with where it came from.
