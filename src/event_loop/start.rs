@@ -224,7 +224,10 @@ pub fn start(config: crate::config::Config) -> Result<Running, StartError> {
 fn first_workers(mut shell: Shell, mut sup: Supervisor) -> Result<Running, StartError> {
     let mut follow = Vec::new();
     let mut started = false;
-    for action in sup.handle(Event::Start, Instant::now()) {
+    let actions = sup.handle(Event::Start, Instant::now());
+    // The heap budget splits the limit among this many workers.
+    shell.launcher.workers = sup.instances();
+    for action in actions {
         match action {
             Action::Spawn { slot } if !started => {
                 if let Err(e) = shell.launcher.start(slot).map(|w| {
