@@ -17,7 +17,7 @@
 //! between reads. What is left in the socket wakes the level-triggered poll
 //! again next turn, after signals and reaping (see src/limits.rs).
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::io;
 use std::io::IoSlice;
 use std::net::IpAddr;
@@ -30,6 +30,7 @@ use nix::sys::socket::{
 use crate::limits::{
     IPC_CHUNK, IPC_MAX_LINE as MAX_LINE, IPC_MESSAGES_PER_WAKE, IPC_READ_PER_WAKE,
 };
+use crate::sys::{self, Io};
 
 /// What a worker can tell pminit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,9 +66,92 @@ pub struct Heap {
     pub limit: u64,
 }
 
-/// The liveness ping: a `NODE_`-prefixed `cmd`, so Node hands it to the
-/// preload's 'internalMessage' listener, never to the app's 'message'.
-pub const PING: &str = "NODE_PMINIT_PING";
+/// What pminit writes on a worker's channel, one JSON line each (typed, so
+/// no ad-hoc JSON reaches a worker, whose Node crashes on a bad line). The
+/// `cmd`s that start with `NODE_` go to the preload's 'internalMessage'
+/// listener, never to the app's own `process.on('message')`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum ToWorker {
+    /// pm2's `'shutdown'` message (--send-shutdown): the bare string.
+    Shutdown(&'static str),
+    /// A liveness ping, or a listen request refused.
+    Internal(Internal),
+    /// Node's handle-passing envelope: the socket travels with this line
+    /// (SCM_RIGHTS) and `msg` reaches the preload with it.
+    Handle {
+        cmd: &'static str,
+        #[serde(rename = "type")]
+        kind: &'static str,
+        msg: Internal,
+    },
+}
+
+/// pminit's own messages to the preload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "cmd")]
+pub enum Internal {
+    /// Liveness: the preload answers `{"pminit":"alive",...}` from the
+    /// event loop.
+    #[serde(rename = "NODE_PMINIT_PING")]
+    Ping,
+    /// The answer to listen request `id`: the socket's address (the fd
+    /// comes with the line), or why not.
+    #[serde(rename = "NODE_PMINIT_LISTEN")]
+    Listen {
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        address: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        declared: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        error: Option<Refusal>,
+    },
+}
+
+/// Why a listen request was refused: an errno name and a line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Refusal {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ToWorker {
+    pub fn shutdown() -> ToWorker {
+        ToWorker::Shutdown("shutdown")
+    }
+
+    pub fn ping() -> ToWorker {
+        ToWorker::Internal(Internal::Ping)
+    }
+
+    /// The socket for listen request `id` (send it with the fd).
+    pub fn socket(id: u64, address: String, port: u16, declared: bool) -> ToWorker {
+        ToWorker::Handle {
+            cmd: "NODE_HANDLE",
+            kind: "net.Native",
+            msg: Internal::Listen {
+                id,
+                address: Some(address),
+                port: Some(port),
+                declared: Some(declared),
+                error: None,
+            },
+        }
+    }
+
+    pub fn refused(id: u64, code: &'static str, message: String) -> ToWorker {
+        ToWorker::Internal(Internal::Listen {
+            id,
+            address: None,
+            port: None,
+            declared: None,
+            error: Some(Refusal { code, message }),
+        })
+    }
+}
 
 /// The wire forms, decoded with serde.
 #[derive(Deserialize)]
@@ -250,44 +334,35 @@ impl Channel {
         let mut budget = IPC_READ_PER_WAKE;
         while budget > 0 && out.len() < IPC_MESSAGES_PER_WAKE {
             let want = budget.min(buf.len());
-            // SAFETY: reading into a buffer at least `want` bytes long.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), want) };
-            match n {
-                0 => {
+            match sys::read_some(self.fd.as_fd(), &mut buf[..want]) {
+                Io::Moved(n) => {
+                    budget -= n;
+                    out.extend(self.lines.feed(&buf[..n]));
+                }
+                Io::WouldBlock => return out,
+                Io::Closed | Io::Failed(_) => {
                     self.closed = true;
                     return out;
                 }
-                n if n > 0 => {
-                    budget -= n as usize;
-                    out.extend(self.lines.feed(&buf[..n as usize]));
-                }
-                _ => match io::Error::last_os_error().raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    Some(libc::EAGAIN) => return out,
-                    _ => {
-                        self.closed = true;
-                        return out;
-                    }
-                },
             }
         }
         out
     }
 
     /// Writes one JSON value as one line, whole or not at all.
-    pub fn send(&self, value: &serde_json::Value) -> io::Result<()> {
-        self.send_line(value, None)
+    pub fn send(&self, message: &ToWorker) -> io::Result<()> {
+        self.send_line(message, None)
     }
 
     /// Writes one JSON value as one line with `fd` attached (SCM_RIGHTS),
     /// as Node's `subprocess.send(msg, handle)` does: the worker's Node
     /// takes the fd as the handle of the `NODE_HANDLE` line it came with.
-    pub fn send_with_fd(&self, value: &serde_json::Value, fd: BorrowedFd<'_>) -> io::Result<()> {
-        self.send_line(value, Some(fd))
+    pub fn send_with_fd(&self, message: &ToWorker, fd: BorrowedFd<'_>) -> io::Result<()> {
+        self.send_line(message, Some(fd))
     }
 
-    fn send_line(&self, value: &serde_json::Value, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
-        let mut line = value.to_string().into_bytes();
+    fn send_line(&self, message: &ToWorker, fd: Option<BorrowedFd<'_>>) -> io::Result<()> {
+        let mut line = serde_json::to_vec(message).map_err(io::Error::other)?;
         line.push(b'\n');
         if let Some(fd) = fd {
             let fds = [fd.as_raw_fd()];
@@ -310,21 +385,11 @@ impl Channel {
         // A stream socket takes a small write whole or not at all when its
         // buffer has room; if it has none the worker is not reading, and a
         // partial line would later crash it, so give up instead.
-        // SAFETY: writing from a buffer of the length we pass.
-        let n = unsafe {
-            libc::send(
-                self.fd.as_raw_fd(),
-                line.as_ptr().cast(),
-                line.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
-        if n == line.len() as isize {
-            Ok(())
-        } else if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Err(io::Error::new(io::ErrorKind::WriteZero, "partial write"))
+        match sys::send_some(self.fd.as_fd(), &line) {
+            Io::Moved(n) if n == line.len() => Ok(()),
+            Io::Failed(e) => Err(io::Error::from(e)),
+            Io::WouldBlock => Err(io::Error::from(nix::errno::Errno::EAGAIN)),
+            _ => Err(io::Error::new(io::ErrorKind::WriteZero, "partial write")),
         }
     }
 }
@@ -429,15 +494,30 @@ mod tests {
     }
 
     #[test]
+    fn what_pminit_writes_is_the_json_the_preload_reads() {
+        let line = |m: ToWorker| serde_json::to_string(&m).expect("json");
+        assert_eq!(line(ToWorker::shutdown()), r#""shutdown""#);
+        assert_eq!(line(ToWorker::ping()), r#"{"cmd":"NODE_PMINIT_PING"}"#);
+        assert_eq!(
+            line(ToWorker::refused(3, "EACCES", "no".into())),
+            r#"{"cmd":"NODE_PMINIT_LISTEN","id":3,"error":{"code":"EACCES","message":"no"}}"#
+        );
+        assert_eq!(
+            line(ToWorker::socket(4, "127.0.0.1".into(), 9100, false)),
+            r#"{"cmd":"NODE_HANDLE","type":"net.Native","msg":{"cmd":"NODE_PMINIT_LISTEN","id":4,"address":"127.0.0.1","port":9100,"declared":false}}"#
+        );
+    }
+
+    #[test]
     fn a_socket_travels_with_its_line() {
         use std::os::unix::net::UnixListener;
         let (ours, theirs) = pair().expect("socketpair");
         let dir = std::env::temp_dir().join(format!("pminit-ipc-fd-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
         let listener = UnixListener::bind(&dir).expect("bind");
-        ours.send_with_fd(&serde_json::json!({"cmd": "NODE_HANDLE"}), listener.as_fd())
-            .expect("send");
-        let mut buf = [0u8; 64];
+        let answer = ToWorker::socket(1, "::".into(), 80, true);
+        ours.send_with_fd(&answer, listener.as_fd()).expect("send");
+        let mut buf = [0u8; 256];
         let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
         let mut iov = [std::io::IoSliceMut::new(&mut buf)];
         let msg = nix::sys::socket::recvmsg::<()>(
@@ -456,7 +536,8 @@ mod tests {
             })
             .flatten()
             .collect();
-        assert_eq!(msg.bytes, b"{\"cmd\":\"NODE_HANDLE\"}\n".len());
+        let want = b"{\"cmd\":\"NODE_HANDLE\",\"type\":\"net.Native\",\"msg\":{\"cmd\":\"NODE_PMINIT_LISTEN\",\"id\":1,\"address\":\"::\",\"port\":80,\"declared\":true}}\n";
+        assert_eq!(msg.bytes, want.len());
         assert_eq!(fds.len(), 1);
         // SAFETY: closing the fd recvmsg just gave us.
         unsafe { libc::close(fds[0]) };
@@ -528,7 +609,7 @@ mod tests {
         assert!(got[1].is_err());
         worker.write_all(b"ening\"}\n").expect("write");
         assert_eq!(ours.read(), vec![Ok(Message::Listening)]);
-        ours.send(&serde_json::json!("shutdown")).expect("send");
+        ours.send(&ToWorker::shutdown()).expect("send");
         let mut buf = [0u8; 11];
         worker.read_exact(&mut buf).expect("read");
         assert_eq!(&buf, b"\"shutdown\"\n");

@@ -21,10 +21,6 @@ pub const LISTEN_VAR: &str = "PMINIT_NODE_LISTEN";
 pub const REPORT_VAR: &str = "PMINIT_REPORT_FD";
 /// The signal that asks the worker to stop, for the preload's drain.
 pub const STOP_SIGNAL_VAR: &str = "PMINIT_STOP_SIGNAL";
-/// The `cmd` of pminit's answer to a listen request. It starts with
-/// `NODE_`, so Node delivers it as an 'internalMessage' (to the preload)
-/// and never to the app's `process.on('message')` listeners.
-pub const LISTEN_ANSWER: &str = "NODE_PMINIT_LISTEN";
 /// Bytes of memory (RSS) past which the preload, after a garbage
 /// collection, asks pminit to look at the worker now rather than at its
 /// next round (a fast leak). pminit measures for itself; this only hurries.

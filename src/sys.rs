@@ -211,6 +211,63 @@ pub fn getpgid(pid: i32) -> Option<i32> {
 /// says which are. Each fd is watched for reading (or hang-up), and also for
 /// writing when its flag is set. A None entry is skipped. EINTR counts as a
 /// wake-up with nothing ready.
+/// What one non-blocking read or send on a socket did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Io {
+    /// This many bytes moved (more than zero).
+    Moved(usize),
+    /// Nothing to read, or no room to send, right now (EAGAIN).
+    WouldBlock,
+    /// The peer closed its end (a read of 0 bytes).
+    Closed,
+    /// Any other error: the connection is unusable.
+    Failed(Errno),
+}
+
+/// The one non-blocking read for every socket pminit reads a stream from
+/// (control and metrics clients, workers' IPC channels): read(2), retried
+/// on EINTR. `fd` must be non-blocking.
+pub fn read_some(fd: BorrowedFd<'_>, buf: &mut [u8]) -> Io {
+    loop {
+        // SAFETY: reading into a buffer of the length we pass.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        match n {
+            0 => return Io::Closed,
+            n if n > 0 => return Io::Moved(n as usize),
+            _ => match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::EAGAIN => return Io::WouldBlock,
+                e => return Io::Failed(e),
+            },
+        }
+    }
+}
+
+/// The one send for every socket pminit writes to: never blocks
+/// (MSG_DONTWAIT), never raises SIGPIPE (MSG_NOSIGNAL), retried on EINTR.
+pub fn send_some(fd: BorrowedFd<'_>, bytes: &[u8]) -> Io {
+    loop {
+        // SAFETY: sending from a buffer of the length we pass.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
+            )
+        };
+        match n {
+            n if n > 0 => return Io::Moved(n as usize),
+            0 => return Io::WouldBlock,
+            _ => match Errno::last() {
+                Errno::EINTR => continue,
+                Errno::EAGAIN => return Io::WouldBlock,
+                e => return Io::Failed(e),
+            },
+        }
+    }
+}
+
 pub fn poll(
     fds: &[(Option<BorrowedFd<'_>>, bool)],
     timeout: Option<Duration>,

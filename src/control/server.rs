@@ -20,6 +20,7 @@ use crate::limits::{
     CONTROL_MAX_REQUEST as MAX_REQUEST,
 };
 use crate::log;
+use crate::sys::{self, Io};
 
 /// Tells a peer outside our PID namespace why it is refused, and closes.
 /// What it already sent is read (and ignored) first, so that the close is an
@@ -30,26 +31,10 @@ fn refuse_outsider(fd: OwnedFd) {
     };
     if let Ok(mut line) = serde_json::to_vec(&reply) {
         line.push(b'\n');
-        // SAFETY: sending from a buffer of the length we pass; never blocks.
-        unsafe {
-            libc::send(
-                fd.as_raw_fd(),
-                line.as_ptr().cast(),
-                line.len(),
-                libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-            )
-        };
+        let _ = sys::send_some(fd.as_fd(), &line);
     }
     let mut buf = [0u8; MAX_REQUEST];
-    // SAFETY: reading into a buffer of the length we pass; never blocks.
-    unsafe {
-        libc::recv(
-            fd.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            libc::MSG_DONTWAIT,
-        )
-    };
+    let _ = sys::read_some(fd.as_fd(), &mut buf);
     log::warn_limited(
         log::Kind::Control,
         0,
@@ -143,23 +128,12 @@ impl Client {
     /// Writes what it can without blocking.
     fn flush(&mut self) {
         while !self.output.is_empty() {
-            // SAFETY: sending from a buffer of the length we pass.
-            let n = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    self.output.as_ptr().cast(),
-                    self.output.len(),
-                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                )
-            };
-            if n > 0 {
-                self.output.drain(..n as usize);
-                continue;
-            }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => return,
-                _ => {
+            match sys::send_some(self.fd.as_fd(), &self.output) {
+                Io::Moved(n) => {
+                    self.output.drain(..n);
+                }
+                Io::WouldBlock => return,
+                Io::Closed | Io::Failed(_) => {
                     self.dead = true;
                     return;
                 }
@@ -172,38 +146,31 @@ impl Client {
     fn read(&mut self) -> Option<Result<Vec<u8>, String>> {
         let mut buf = [0u8; 1024];
         loop {
-            // SAFETY: reading into a buffer of the length we pass.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n > 0 {
-                self.input.extend_from_slice(&buf[..n as usize]);
-                if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
-                    self.input.truncate(end);
+            match sys::read_some(self.fd.as_fd(), &mut buf) {
+                Io::Moved(n) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    if let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+                        self.input.truncate(end);
+                        return Some(Ok(std::mem::take(&mut self.input)));
+                    }
+                    if self.input.len() > MAX_REQUEST {
+                        return Some(Err(format!(
+                            "request over {MAX_REQUEST} bytes: expected one JSON object on one line"
+                        )));
+                    }
+                }
+                Io::Closed => {
+                    if self.waiting.is_some() || self.answered || self.input.is_empty() {
+                        // Gone while we work on it, after the answer, or
+                        // without a word.
+                        self.dead = true;
+                        return None;
+                    }
+                    // Half-closed without a newline: take what came as the line.
                     return Some(Ok(std::mem::take(&mut self.input)));
                 }
-                if self.input.len() > MAX_REQUEST {
-                    return Some(Err(format!(
-                        "request over {MAX_REQUEST} bytes: expected one JSON object on one line"
-                    )));
-                }
-                continue;
-            }
-            if n == 0 {
-                if self.waiting.is_some() || self.answered {
-                    // Gone while we work on it, or after the answer.
-                    self.dead = true;
-                    return None;
-                }
-                // Half-closed without a newline: take what came as the line.
-                if self.input.is_empty() {
-                    self.dead = true;
-                    return None;
-                }
-                return Some(Ok(std::mem::take(&mut self.input)));
-            }
-            match io::Error::last_os_error().raw_os_error() {
-                Some(libc::EINTR) => continue,
-                Some(libc::EAGAIN) => return None,
-                _ => {
+                Io::WouldBlock => return None,
+                Io::Failed(_) => {
                     self.dead = true;
                     return None;
                 }

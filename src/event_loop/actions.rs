@@ -85,7 +85,7 @@ impl Shell {
     fn stop(&mut self, pid: i32, signal: i32) {
         if self.send_shutdown {
             if let Some(c) = self.channels.get(&pid) {
-                if let Err(e) = c.send(&serde_json::json!("shutdown")) {
+                if let Err(e) = c.send(&ipc::ToWorker::shutdown()) {
                     log::warn(&format!(
                         "cannot send the shutdown message to pid {pid}: {e}"
                     ));
@@ -121,8 +121,11 @@ impl Shell {
     /// A liveness ping on the worker's IPC channel. A channel that is gone
     /// or closed means the worker can no longer answer: the core hears so.
     fn ping(&mut self, pid: i32, follow: &mut Vec<Event>) {
-        let ping = serde_json::json!({ "cmd": ipc::PING });
-        match self.channels.get(&pid).map(|c| c.send(&ping)) {
+        match self
+            .channels
+            .get(&pid)
+            .map(|c| c.send(&ipc::ToWorker::ping()))
+        {
             Some(Ok(())) => {}
             Some(Err(e)) if e.raw_os_error() != Some(libc::EPIPE) => log::warn_limited(
                 log::Kind::IpcDropped,

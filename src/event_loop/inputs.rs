@@ -8,10 +8,10 @@ use std::net::IpAddr;
 use super::*;
 use crate::control::{Outcome, Reply, Request};
 use crate::core::{Ask, Note};
-use crate::ipc::Message;
+use crate::ipc::{Message, ToWorker};
 use crate::limits::LISTEN_REQUESTS_PER_WAKE;
 use crate::listen::ShareError;
-use crate::{node, notify};
+use crate::notify;
 
 impl Shell {
     /// What control clients asked: `status` is answered here (the core's
@@ -263,18 +263,8 @@ impl Shell {
                         s.bound
                     ));
                 }
-                let msg = serde_json::json!({
-                    "cmd": "NODE_HANDLE",
-                    "type": "net.Native",
-                    "msg": {
-                        "cmd": node::LISTEN_ANSWER,
-                        "id": id,
-                        "address": address,
-                        "port": port,
-                        "declared": s.declared,
-                    },
-                });
-                channel.send_with_fd(&msg, s.fd)
+                let answer = ToWorker::socket(id, address, port, s.declared);
+                channel.send_with_fd(&answer, s.fd)
             }
             Err(e) => {
                 log::warn_limited(
@@ -285,11 +275,7 @@ impl Shell {
                         e.message, e.code
                     ),
                 );
-                channel.send(&serde_json::json!({
-                    "cmd": node::LISTEN_ANSWER,
-                    "id": id,
-                    "error": { "code": e.code, "message": e.message },
-                }))
+                channel.send(&ToWorker::refused(id, e.code, e.message))
             }
         };
         if let Err(e) = sent {

@@ -30,6 +30,7 @@ use crate::limits::{
 };
 use crate::listen::Addr;
 use crate::log;
+use crate::sys::{self, Io};
 
 /// The content type of the Prometheus text format, version 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -157,23 +158,10 @@ impl Client {
                 let page = self.page.as_deref().unwrap_or(&[]);
                 &page[self.at - self.head.len()..]
             };
-            // SAFETY: sending from a buffer of the length we pass; never blocks.
-            let n = unsafe {
-                libc::send(
-                    self.fd.as_raw_fd(),
-                    chunk.as_ptr().cast(),
-                    chunk.len(),
-                    libc::MSG_NOSIGNAL | libc::MSG_DONTWAIT,
-                )
-            };
-            if n > 0 {
-                self.at += n as usize;
-                continue;
-            }
-            match Errno::last() {
-                Errno::EINTR => continue,
-                Errno::EAGAIN => return,
-                _ => {
+            match sys::send_some(self.fd.as_fd(), chunk) {
+                Io::Moved(n) => self.at += n,
+                Io::WouldBlock => return,
+                Io::Closed | Io::Failed(_) => {
                     self.dead = true;
                     return;
                 }
@@ -193,30 +181,26 @@ impl Client {
     fn read(&mut self) {
         let mut buf = [0u8; 2048];
         loop {
-            // SAFETY: reading into a buffer of the length we pass.
-            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
-            if n == 0 {
-                // The client closed (or half-closed before asking).
-                if matches!(self.phase, Phase::Reading | Phase::Lingering) {
-                    self.dead = true;
-                }
-                return;
-            }
-            if n < 0 {
-                match Errno::last() {
-                    Errno::EINTR => continue,
-                    Errno::EAGAIN => return,
-                    _ => {
+            let n = match sys::read_some(self.fd.as_fd(), &mut buf) {
+                Io::Moved(n) => n,
+                Io::Closed => {
+                    // The client closed (or half-closed before asking).
+                    if matches!(self.phase, Phase::Reading | Phase::Lingering) {
                         self.dead = true;
-                        return;
                     }
+                    return;
                 }
-            }
+                Io::WouldBlock => return,
+                Io::Failed(_) => {
+                    self.dead = true;
+                    return;
+                }
+            };
             if !matches!(self.phase, Phase::Reading) {
                 // Anything after the head is not looked at.
                 continue;
             }
-            self.input.extend_from_slice(&buf[..n as usize]);
+            self.input.extend_from_slice(&buf[..n]);
             if let Some(end) = head_end(&self.input) {
                 let ask = parse_request(&self.input[..end]);
                 self.input = Vec::new();
