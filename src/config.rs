@@ -19,6 +19,9 @@ pub struct Config {
     pub listen: Vec<Addr>,
     pub layout: Layout,
     pub preload: bool,
+    /// Node workers get a heap budget from the container's memory limit
+    /// and are watched against it (--no-memory-watch turns both off).
+    pub memory_watch: bool,
     pub wait_ready: bool,
     pub send_shutdown: bool,
     pub max_memory: Option<u64>,
@@ -63,6 +66,7 @@ impl Default for Config {
             // The measured default: see bench/LAYOUTS.md.
             layout: Layout::Shared,
             preload: true,
+            memory_watch: true,
             wait_ready: false,
             send_shutdown: false,
             max_memory: None,

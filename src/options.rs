@@ -31,6 +31,7 @@ pub enum Id {
     MaxMemory,
     KillTimeout,
     HangTimeout,
+    NoMemoryWatch,
     StopSignal,
     StopDelay,
     Restart,
@@ -272,6 +273,16 @@ pub static OPTIONS: &[Opt] = &[
         pm2: Pm2::None,
         default: Some("30s"),
         help: "a ready Node worker whose event loop leaves pminit's ping unanswered this long is hung: replaced, then killed; 0 turns it off",
+    },
+    Opt {
+        id: Id::NoMemoryWatch,
+        long: "--no-memory-watch",
+        short: None,
+        env: "PMINIT_NO_MEMORY_WATCH",
+        kind: Kind::Switch(|c, on| c.memory_watch = !on),
+        pm2: Pm2::None,
+        default: None,
+        help: "ignore the container's memory limit: no heap budget for Node workers, no replacing or killing them near it (--max-memory still applies)",
     },
     Opt {
         id: Id::StopSignal,
@@ -531,7 +542,7 @@ mod tests {
             );
             assert_eq!(o.env, want);
         }
-        assert_eq!(OPTIONS.len(), 23, "one row per Id variant");
+        assert_eq!(OPTIONS.len(), 24, "one row per Id variant");
     }
 
     /// The default texts `--help` shows are what `Config::default()` holds.

@@ -961,3 +961,52 @@ fn distinct_pids(port: u16, n: usize) -> std::collections::BTreeSet<i64> {
     }
     pids
 }
+
+/// `--no-memory-watch` (and `PMINIT_NO_MEMORY_WATCH=1`): pminit ignores the
+/// container's limit, so the workers get what plain node gets there and no
+/// budget is logged.
+#[test]
+fn no_memory_watch_leaves_the_heaps_to_node() {
+    let test = "no_memory_watch";
+    let Some(app) = node_app(test) else { return };
+    let Some(node) = node_versions(test).into_iter().next() else {
+        return;
+    };
+    let Some(group) = cgroup(test, "no-watch") else {
+        return;
+    };
+    let plain = plain_node_limit(&group, &node, &[], &[]);
+    let ways: [(&[&str], &[(&str, String)]); 2] = [
+        (&["--no-memory-watch"], &[]),
+        (&[], &[("PMINIT_NO_MEMORY_WATCH", "1".to_string())]),
+    ];
+    for (flags, env) in ways {
+        let port = free_port();
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend([
+            "-i",
+            "2",
+            "--listen-timeout",
+            "20s",
+            "--",
+            "node",
+            "leak.js",
+        ]);
+        let mut run = start_in_group(&group, &app, &node, port, env, &args);
+        run.expect_ready(2);
+        let limits = heap_limits(port, 2);
+        assert_eq!(limits.len(), 2, "{limits:?}");
+        assert!(
+            limits.values().all(|&l| l == plain),
+            "{flags:?} {env:?}: {limits:?}, plain node: {plain}\n{}",
+            run.transcript()
+        );
+        assert!(
+            !run.transcript().contains("memory budget"),
+            "{}",
+            run.transcript()
+        );
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    }
+}

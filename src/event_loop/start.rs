@@ -109,7 +109,8 @@ fn healing_setup(
         settings.hang_timeout = Duration::ZERO;
         log::warn("liveness is off: the workers run under a debugger (--inspect), where a breakpoint stops the event loop; give --hang-timeout to keep it on");
     }
-    let limit = program.is_node.then(memory::container_limit).flatten();
+    let watched = program.is_node && config.memory_watch;
+    let limit = watched.then(memory::container_limit).flatten();
     let user_heap = memory::user_sized_heap(node_options.as_deref(), &config.command);
     if let Some(l) = &limit {
         let budget = Budget::new(l.bytes, settings.instances);
