@@ -212,39 +212,6 @@ fn ready(s: &serde_json::Value, n: usize) -> bool {
     r.len() == n && r.iter().all(|w| w["state"] == "ready")
 }
 
-/// GET /heap until `want` distinct workers answered (bounded attempts):
-/// pid -> heap_size_limit.
-fn heap_limits(port: u16, want: usize) -> std::collections::BTreeMap<i64, u64> {
-    let mut seen = std::collections::BTreeMap::new();
-    for _ in 0..1000 {
-        if seen.len() >= want {
-            break;
-        }
-        if let Ok(body) = http_get_path(port, "/heap") {
-            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-            seen.insert(
-                v["pid"].as_i64().expect("pid"),
-                v["heap_size_limit"].as_u64().expect("limit"),
-            );
-        }
-    }
-    seen
-}
-
-/// GET /pid until `n` distinct pids answered (bounded attempts).
-fn distinct_pids(port: u16, n: usize) -> BTreeSet<i64> {
-    let mut pids = BTreeSet::new();
-    for _ in 0..1000 {
-        if pids.len() >= n {
-            break;
-        }
-        if let Ok(body) = http_get_path(port, "/pid") {
-            pids.insert(field(&body, "pid").into());
-        }
-    }
-    pids
-}
-
 /// `docker run --memory 512m --network host` of pminit `-i 4 ARGS -- node
 /// NODE_ARGS /t/leak.js`, with `env` (NAME=VALUE) and PORT=`port`.
 fn leak_container(port: u16, env: &[String], args: &[&str], node_args: &[&str]) -> Container {

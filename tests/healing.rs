@@ -684,25 +684,6 @@ fn plain_node_limit(
         .expect("a number")
 }
 
-/// GET /heap until `want` distinct workers answered (bounded attempts):
-/// pid -> heap_size_limit.
-fn heap_limits(port: u16, want: usize) -> std::collections::BTreeMap<i64, u64> {
-    let mut seen = std::collections::BTreeMap::new();
-    for _ in 0..1000 {
-        if seen.len() >= want {
-            break;
-        }
-        if let Ok(body) = http_get_path(port, "/heap") {
-            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
-            seen.insert(
-                v["pid"].as_i64().expect("pid"),
-                v["heap_size_limit"].as_u64().expect("limit"),
-            );
-        }
-    }
-    seen
-}
-
 /// Issue 19 point 2, on Node 22 and 24 in a 512 MiB group: 4 workers'
 /// heap limits fit it together; a user's --max-old-space-size (in
 /// NODE_OPTIONS or on node's command line) is passed through unchanged.
@@ -948,20 +929,6 @@ fn assert_plain_requests_mostly_served(tag: &str, plain: &LoadReport) {
     );
 }
 
-/// GET /pid until `n` distinct pids answered (bounded attempts).
-fn distinct_pids(port: u16, n: usize) -> std::collections::BTreeSet<i64> {
-    let mut pids = std::collections::BTreeSet::new();
-    for _ in 0..1000 {
-        if pids.len() >= n {
-            break;
-        }
-        if let Ok(body) = http_get_path(port, "/pid") {
-            pids.insert(field(&body, "pid").into());
-        }
-    }
-    pids
-}
-
 /// `--no-memory-watch` (and `PMINIT_NO_MEMORY_WATCH=1`): pminit ignores the
 /// container's limit, so the workers get what plain node gets there and no
 /// budget is logged.
@@ -976,7 +943,9 @@ fn no_memory_watch_leaves_the_heaps_to_node() {
         return;
     };
     let plain = plain_node_limit(&group, &node, &[], &[]);
-    let ways: [(&[&str], &[(&str, String)]); 2] = [
+    // (flags, environment)
+    type Way<'a> = (&'a [&'a str], &'a [(&'a str, String)]);
+    let ways: [Way; 2] = [
         (&["--no-memory-watch"], &[]),
         (&[], &[("PMINIT_NO_MEMORY_WATCH", "1".to_string())]),
     ];

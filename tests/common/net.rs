@@ -254,3 +254,36 @@ pub fn metric_sample(page: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
+
+/// GET /heap until `want` distinct workers answered (bounded attempts):
+/// pid -> heap_size_limit.
+pub fn heap_limits(port: u16, want: usize) -> std::collections::BTreeMap<i64, u64> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..1000 {
+        if seen.len() >= want {
+            break;
+        }
+        if let Ok(body) = http_get_path(port, "/heap") {
+            let v: serde_json::Value = serde_json::from_str(&body).expect("json");
+            seen.insert(
+                v["pid"].as_i64().expect("pid"),
+                v["heap_size_limit"].as_u64().expect("limit"),
+            );
+        }
+    }
+    seen
+}
+
+/// GET /pid until `n` distinct pids answered (bounded attempts).
+pub fn distinct_pids(port: u16, n: usize) -> std::collections::BTreeSet<i64> {
+    let mut pids = std::collections::BTreeSet::new();
+    for _ in 0..1000 {
+        if pids.len() >= n {
+            break;
+        }
+        if let Ok(body) = http_get_path(port, "/pid") {
+            pids.insert(field(&body, "pid").into());
+        }
+    }
+    pids
+}
