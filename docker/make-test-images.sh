@@ -72,7 +72,7 @@ fi
 current() {
   have "$1" && [ "$(docker image inspect -f '{{index .Config.Labels "pminit.source"}}' "$1")" = "$2" ]
 }
-src=$(find Cargo.toml Cargo.lock docker/Dockerfile scripts src -type f | sort | xargs cat | sha256sum | cut -c1-16)
+src=$(find Cargo.toml Cargo.lock build.rs docker/Dockerfile scripts src -type f | sort | xargs cat | sha256sum | cut -c1-16)
 example=$(cat docker/example/* | sha256sum | cut -c1-8)-$src
 
 if ! current pminit:test "$src"; then

@@ -3,8 +3,9 @@
 
 use crate::listen::FdInfo;
 
-/// The preload's source, shipped inside the binary.
-const PRELOAD: &str = include_str!("preload.mjs");
+/// The preload's source, shipped inside the binary with its comment-only
+/// lines blanked (build.rs).
+const PRELOAD: &str = include_str!(concat!(env!("OUT_DIR"), "/preload.mjs"));
 
 /// Set for a Node worker pminit starts itself: its IPC channel leads to
 /// pminit, so its preload may ask for sockets there. The preload removes

@@ -35,7 +35,7 @@ impl Js {
     }
 }
 
-const PRELOAD: &str = include_str!("runtime_preload.mjs");
+const PRELOAD: &str = include_str!(concat!(env!("OUT_DIR"), "/runtime_preload.mjs"));
 /// The preload's name in stack traces.
 const PRELOAD_NAME: &str = "pminit:runtime-preload";
 /// Where the kernel's switch for migrating a closed listener's queue lives.
