@@ -616,10 +616,21 @@ def get(res, path):
 
 def has(res, path):
     try:
-        get(res, path)
-        return True
+        return get(res, path) is not None
     except (KeyError, TypeError):
         return False
+
+
+def no_nan(x):
+    """NaN and infinities (a percentile wrk did not print) as null: JSON has
+    neither, and a figure from one shows as "not in this run"."""
+    if isinstance(x, float) and (x != x or x in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(x, dict):
+        return {k: no_nan(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [no_nan(v) for v in x]
+    return x
 
 
 def num(res, *paths, d=0, div=(), mul=None):
@@ -915,6 +926,10 @@ def targets(res):
     return rows
 
 
+def f2(x):
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def write_md(res, path=RESULTS_MD):
     t, r, m, st, sz = res["throughput"], res["reloads"], res["memory"], res["startup"], res["sizes"]
     L = ["# Benchmarks: pminit against pm2, Node's cluster module and tini\n",
@@ -945,8 +960,8 @@ def write_md(res, path=RESULTS_MD):
     L.append("|---|---|---|---|---|---|")
     for name, v in t.items():
         ka, new = v["keep_alive"], v["new_conn"]
-        L.append(f"| {name} | {ka['rps']:.0f} | {ka['p50']:.2f} / {ka['p99']:.2f} | {new['rps']:.0f} "
-                 f"| {new['p50']:.2f} / {new['p99']:.2f} | {ratio(base['keep_alive']['rps'], ka['rps']):.2f} / "
+        L.append(f"| {name} | {ka['rps']:.0f} | {f2(ka['p50'])} / {f2(ka['p99'])} | {new['rps']:.0f} "
+                 f"| {f2(new['p50'])} / {f2(new['p99'])} | {ratio(base['keep_alive']['rps'], ka['rps']):.2f} / "
                  f"{ratio(base['new_conn']['rps'], new['rps']):.2f} |")
     L.append("\n`tini + 1 node` runs one worker; `independent` is N plain Node processes on N "
              "ports, each loaded by its own wrk (the one-port setups get two wrk processes on "
@@ -967,7 +982,7 @@ def write_md(res, path=RESULTS_MD):
         L.append(f"## Latency during {count} rolling reloads under load\n")
         L.append("| setup and load | req/s | p50 / p99 ms | socket errors and non-2xx |\n|---|---|---|---|")
         for k, v in res["reload_latency"].items():
-            L.append(f"| {k} | {v['rps']:.0f} | {v['p50']:.2f} / {v['p99']:.2f} | {v['errors']} |")
+            L.append(f"| {k} | {v['rps']:.0f} | {f2(v['p50'])} / {f2(v['p99'])} | {v['errors']} |")
         L.append("\nbench/app.js, the same reloads as above, a second pass with one wrk (-t1 -c8 --latency) "
                  "from a second before the first reload to two after the last, stopped by SIGINT "
                  "(autocannon's percentiles are whole milliseconds, and wrong with `Connection: close`).\n")
@@ -1053,9 +1068,10 @@ def machine():
 
 def render(res):
     """results.json, RESULTS.md, the README's blocks and the chart, from res."""
+    res = no_nan(res)
     res["render"] = blocks(res)
     with open(RESULTS_JSON, "w") as f:
-        json.dump(res, f, indent=1)
+        json.dump(res, f, indent=1, allow_nan=False)
         f.write("\n")
     write_md(res)
     update_readme(res)
