@@ -407,6 +407,86 @@ mod tests {
     }
 
     #[test]
+    fn the_smaller_limit_wins_and_zero_or_other_controllers_are_none() {
+        // v2 and v1 both present (a hybrid host): the smaller one.
+        let both = "0::/a\n4:memory:/b\n";
+        let read = files(&[
+            ("/sys/fs/cgroup/a/memory.max", "536870912"),
+            ("/sys/fs/cgroup/memory/b/memory.limit_in_bytes", "268435456"),
+        ]);
+        assert_eq!(limit_from(both, &read).map(|l| l.bytes), Some(256 * MIB));
+        let read = files(&[
+            ("/sys/fs/cgroup/a/memory.max", "268435456"),
+            ("/sys/fs/cgroup/memory/b/memory.limit_in_bytes", "536870912"),
+        ]);
+        let l = limit_from(both, &read).expect("v2");
+        assert_eq!((l.bytes, l.source), (256 * MIB, "cgroup v2"));
+        // A v1 controller that is not memory is no limit, whatever it holds.
+        let read = files(&[("/sys/fs/cgroup/memory/docker/x/memory.limit_in_bytes", "1")]);
+        assert_eq!(limit_from("3:cpu,cpuacct:/docker/x\n", &read), None);
+        // Zero is no limit either.
+        let read = files(&[("/sys/fs/cgroup/memory.max", "0")]);
+        assert_eq!(limit_from("0::/\n", &read), None);
+    }
+
+    #[test]
+    fn parts_of_a_whole_are_exact() {
+        assert_eq!(part(1000, (9, 10)), 900);
+        assert_eq!(part(1001, (9, 10)), 900);
+        assert_eq!(part(1009, (9, 10)), 908);
+        assert_eq!(part(10, (3, 2)), 15);
+        assert_eq!(part(u64::MAX, (9, 10)), u64::MAX / 10 * 9 + 4);
+    }
+
+    #[test]
+    fn a_large_heap_gets_a_young_generation_of_three_capped_semi_spaces() {
+        assert_eq!(young_generation(84 * MIB), 3 * MIB);
+        assert_eq!(young_generation(1024 * MIB), 3 * 8 * MIB);
+        assert_eq!(young_generation(16 * 1024 * MIB), 3 * 32 * MIB);
+        let b = Budget::new(16 * 1024 * MIB, 1);
+        assert_eq!(b.heap, 16 * 1024 * MIB - RESERVE - NON_HEAP);
+        assert_eq!(b.old_space_mib, (b.heap - 96 * MIB) / MIB);
+    }
+
+    #[test]
+    fn thresholds_are_exclusive() {
+        let b = Budget::new(512 * MIB, 4); // share 124 MiB: soft 111.6 MiB
+        let soft = part(b.share, SHARE_SOFT);
+        let at = |m: u64| Sample {
+            pid: 1,
+            memory: m,
+            heap: None,
+            serving: true,
+        };
+        assert!(judge(&[at(soft)], Some(&b), None).is_empty());
+        assert_eq!(judge(&[at(soft + 1)], Some(&b), None).len(), 1);
+        // The heap mark: past 85 % of the limit, not at it.
+        let heap = |used: u64| Sample {
+            heap: Some((used, 100 * MIB)),
+            ..at(50 * MIB)
+        };
+        assert!(judge(&[heap(85 * MIB)], Some(&b), None).is_empty());
+        assert_eq!(
+            judge(&[heap(85 * MIB + 1)], Some(&b), None),
+            vec![Verdict::Replace {
+                pid: 1,
+                memory: 50 * MIB,
+                reason: MemoryReason::Heap
+            }]
+        );
+        // Without a container limit the heap mark does not apply.
+        assert!(judge(&[heap(99 * MIB)], None, None).is_empty());
+        // --max-memory: past it, not at it.
+        assert!(judge(&[at(200 * MIB)], None, Some(200 * MIB)).is_empty());
+        // A drainer near its share is not replaced (only killed, when full).
+        let draining = Sample {
+            serving: false,
+            ..at(soft + 1)
+        };
+        assert!(judge(&[draining], Some(&b), None).is_empty());
+    }
+
+    #[test]
     fn n_heaps_fit_in_the_limit_with_room_for_the_rest() {
         for (limit, workers) in [
             (512 * MIB, 4),
@@ -428,7 +508,14 @@ mod tests {
         assert_eq!(b.heap, 84 * MIB);
         assert_eq!(b.flag(), "--max-old-space-size=81");
         assert!(!b.tight());
-        assert!(Budget::new(256 * MIB, 8).tight());
+        let tight = Budget::new(256 * MIB, 8); // 30 MiB each
+        assert!(tight.tight());
+        assert_eq!(tight.heap, MIN_HEAP, "never below the smallest heap");
+        // A share of exactly what a worker needs besides its heap plus the
+        // smallest heap is not tight.
+        let just = Budget::new(RESERVE + NON_HEAP + MIN_HEAP, 1);
+        assert_eq!(just.share, NON_HEAP + MIN_HEAP);
+        assert!(!just.tight());
     }
 
     #[test]
@@ -594,6 +681,18 @@ mod tests {
         let d = w.sampled(&[serving(1, 74)], Some(&b), None, t, idle);
         assert!(d < Duration::from_millis(200), "{d:?}");
         assert!(d >= FASTEST);
+        // Exactly: half the time to the nearest threshold at this rate.
+        // 24 MiB in 100 ms from 50 MiB; room to 90 % of the share
+        // (111.6 MiB) is 37.6 MiB: 156.7 ms at this rate, sampled at half.
+        let t2 = t + Duration::from_millis(100);
+        let d = w.sampled(&[serving(1, 98)], Some(&b), None, t2, idle);
+        let room = part(b.share, SHARE_SOFT) - 98 * MIB;
+        let want = room as f64 / (24.0 * MIB as f64 / 0.1) / 2.0;
+        assert!((d.as_secs_f64() - want).abs() < 0.001, "{d:?} vs {want}");
+        // Growth under 1 MiB is no growth.
+        let t3 = t2 + Duration::from_millis(100);
+        let d = w.sampled(&[serving(1, 98)], Some(&b), None, t3, idle);
+        assert_eq!(d, idle);
         // No limit and no --max-memory: nothing to approach.
         let mut w = Watch::default();
         w.sampled(&[serving(1, 50)], None, None, t0, idle);
@@ -608,5 +707,11 @@ mod tests {
         // A report brings the next sample forward, never back.
         w.hurry(t0);
         assert_eq!(w.next, Some(t0 + FASTEST));
+        w.next = Some(t0 + FASTEST);
+        w.hurry(t0);
+        assert_eq!(w.next, Some(t0 + FASTEST));
+        w.next = Some(t0 + Duration::from_millis(10));
+        w.hurry(t0);
+        assert_eq!(w.next, Some(t0 + Duration::from_millis(10)), "never later");
     }
 }

@@ -289,6 +289,36 @@ mod tests {
     }
 
     #[test]
+    fn a_round_waits_its_interval_after_the_last_one() {
+        let mut h = watched(2000); // rounds every 500 ms
+        h.feed(Event::Tick, 500);
+        h.feed(Event::Alive { pid: 101 }, 510);
+        h.feed(Event::Alive { pid: 102 }, 510);
+        let a = h.feed(Event::Tick, 999);
+        assert!(!effects(&a).iter().any(|e| matches!(e, Action::Ping { .. })));
+        assert_eq!(h.sup.next_deadline(), Some(h.at(1000)));
+    }
+
+    #[test]
+    fn a_reloads_new_worker_that_said_hello_is_watched_once_it_takes_the_slot() {
+        let mut h = awaiting(Settings {
+            instances: 1,
+            hang_timeout: Duration::from_millis(2000),
+            min_uptime: Duration::ZERO,
+            ..settings()
+        });
+        h.start();
+        h.feed(Event::Alive { pid: 101 }, 0);
+        h.feed(Event::Ready { pid: 101 }, 10);
+        h.feed(Event::Signal(libc::SIGHUP), 20); // 102 for slot 0
+        h.feed(Event::Alive { pid: 102 }, 30); // its hello, while incoming
+        h.feed(Event::Ready { pid: 102 }, 40); // takes the slot at once
+        assert_eq!(h.sup.serving(), vec![102]);
+        let a = h.feed(Event::Tick, 600);
+        assert!(effects(&a).contains(&Action::Ping { pid: 102 }), "{a:?}");
+    }
+
+    #[test]
     fn a_hang_during_a_stop_is_left_to_the_grace() {
         let mut h = Harness::new(Settings {
             instances: 1,

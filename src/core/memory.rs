@@ -160,6 +160,115 @@ mod tests {
     use super::super::testkit::*;
     use super::super::*;
 
+    fn critical(pid: i32) -> Event {
+        Event::MemoryCritical {
+            pid,
+            rss: 400 << 20,
+            limit: 512 << 20,
+        }
+    }
+
+    #[test]
+    fn a_worker_about_to_exhaust_the_container_is_replaced_first_then_killed() {
+        let mut h = four_ready();
+        let a = h.feed(critical(103), 50);
+        assert!(has_note(&a, |n| *n
+            == Note::MemoryKilled {
+                slot: 2,
+                pid: 103,
+                rss_bytes: 400 << 20,
+                limit_bytes: 512 << 20
+            }));
+        assert_eq!(
+            effects(&a),
+            vec![
+                Action::Spawn { slot: 2 },
+                Action::SignalGroup {
+                    pgid: 103,
+                    signal: KILL
+                }
+            ]
+        );
+        assert_eq!(h.sup.serving(), vec![101, 102, 105, 104]);
+        // Its death by our SIGKILL restarts nothing and changes no code.
+        let a = h.feed(
+            Event::Exited {
+                pid: 103,
+                status: Status::Signal(KILL),
+            },
+            60,
+        );
+        assert!(effects(&a).is_empty(), "{a:?}");
+        // Asked again about a pid it no longer has: nothing.
+        assert!(h.feed(critical(103), 70).is_empty());
+    }
+
+    #[test]
+    fn a_retiree_that_keeps_growing_is_killed_once() {
+        let mut h = four_ready();
+        h.feed(Event::Signal(libc::SIGTTOU), 20); // 104 retires, drains
+        let a = h.feed(critical(104), 30);
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::MemoryKilled {
+                slot: 3,
+                pid: 104,
+                ..
+            }
+        )));
+        assert_eq!(
+            effects(&a),
+            vec![Action::SignalGroup {
+                pgid: 104,
+                signal: KILL
+            }]
+        );
+        assert!(h.feed(critical(104), 40).is_empty(), "already killed");
+        // No SIGKILL again at its --kill-timeout.
+        let a = h.feed(Event::Tick, 20 + 8000);
+        assert!(effects(&a).is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn a_reloads_new_worker_that_grows_this_fast_fails_the_reload() {
+        let mut h = four_ready();
+        h.feed(Event::Signal(libc::SIGHUP), 20); // 105 for slot 0
+        let a = h.feed(critical(105), 30);
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::MemoryKilled {
+                slot: 0,
+                pid: 105,
+                ..
+            }
+        )));
+        assert!(has_note(&a, |n| matches!(
+            n,
+            Note::ReloadFailed { slot: 0, .. }
+        )));
+        assert_eq!(
+            effects(&a),
+            vec![Action::SignalGroup {
+                pgid: 105,
+                signal: KILL
+            }]
+        );
+        assert_eq!(
+            h.sup.serving(),
+            vec![101, 102, 103, 104],
+            "the old ones serve"
+        );
+        assert!(!h.sup.reloading());
+    }
+
+    #[test]
+    fn nothing_is_killed_for_memory_once_the_final_kill_has_begun() {
+        let mut h = four_ready();
+        h.feed(Event::Signal(TERM), 20);
+        h.feed(Event::Tick, 20 + 8000); // the grace ends: Killing
+        assert!(h.feed(critical(101), 8100).is_empty());
+    }
+
     #[test]
     fn a_worker_over_max_memory_is_replaced_new_one_first() {
         let mut h = four_ready();
