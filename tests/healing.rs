@@ -368,9 +368,13 @@ fn a_busy_worker_is_left_alone_and_status_shows_liveness_and_heap() {
                 serde_json::from_str(&http_get_path(port, "/heap").expect("GET /heap"))
                     .expect("json");
             let pid = heap["pid"].as_i64().expect("pid");
-            let s = status_until(&run, "the worker's V8 heap", |s| {
+            // The hello at start may carry the heap already; the loop delay
+            // comes with the first answer to a ping.
+            let s = status_until(&run, "the worker's V8 heap and loop delay", |s| {
                 row_of(s, pid).is_some_and(|w| {
-                    w["answered_ms_ago"].is_u64() && w["heap_limit_bytes"].is_u64()
+                    w["answered_ms_ago"].is_u64()
+                        && w["heap_limit_bytes"].is_u64()
+                        && w["loop_delay_ms"].is_u64()
                 })
             });
             let w = row_of(&s, pid).expect("row");
