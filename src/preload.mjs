@@ -424,6 +424,10 @@ function withPassedFds(stdio, passed, top) {
 // close, rather than cut off); WebSocket peers get this long to answer a
 // close frame before the socket is cut.
 const SWEEP_MS = 200;
+// A connection that has read nothing yet is a client about to send its
+// first request (its connect and its write can be far apart on a loaded
+// machine): it gets this long before it counts as idle.
+const FRESH_MS = 1000;
 const CLOSE_GRACE_MS = 2000;
 // An unmasked close frame, status 1001 (going away): servers send no mask.
 const GOING_AWAY = 1001;
@@ -574,7 +578,7 @@ function sweepServer(server) {
     const read = socket.bytesRead;
     const seen = drain.lastRead.get(socket);
     if (seen === undefined || seen.read !== read) drain.lastRead.set(socket, { read, at: now });
-    else if (now - seen.at >= SWEEP_MS) socket.destroy();
+    else if (now - seen.at >= (read === 0 ? FRESH_MS : SWEEP_MS)) socket.destroy();
   }
 }
 
