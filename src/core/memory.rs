@@ -111,14 +111,7 @@ impl Supervisor {
     /// SIGKILLs `w`, tracked as a retiree until it is reaped (its death by
     /// SIGKILL is our doing and changes no exit code).
     pub(super) fn kill_tracked(&mut self, slot: usize, w: Worker, out: &mut Vec<Action>) {
-        self.retirees.push(Retiree {
-            pid: w.pid,
-            slot,
-            since: w.since,
-            generation: w.generation,
-            kill_at: None,
-            sigkilled: true,
-        });
+        self.retirees.push(Retiree::of(slot, w, None));
         out.push(Action::SignalGroup {
             pgid: w.pid,
             signal: libc::SIGKILL,

@@ -227,6 +227,21 @@ struct Retiree {
     sigkilled: bool,
 }
 
+impl Retiree {
+    /// `w` leaving `slot`: asked to stop with SIGKILL at `kill_at`, or
+    /// (None) SIGKILLed already, so its death by SIGKILL is ours.
+    fn of(slot: usize, w: Worker, kill_at: Option<Instant>) -> Retiree {
+        Retiree {
+            pid: w.pid,
+            slot,
+            since: w.since,
+            generation: w.generation,
+            kill_at,
+            sigkilled: kill_at.is_none(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Running,

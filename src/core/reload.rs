@@ -83,14 +83,8 @@ impl Supervisor {
 
     /// Asks `w` to stop; SIGKILL after --kill-timeout.
     pub(super) fn retire(&mut self, slot: usize, w: Worker, now: Instant, out: &mut Vec<Action>) {
-        self.retirees.push(Retiree {
-            pid: w.pid,
-            slot,
-            since: w.since,
-            generation: w.generation,
-            kill_at: Some(now + self.settings.kill_timeout),
-            sigkilled: false,
-        });
+        let kill_at = now + self.settings.kill_timeout;
+        self.retirees.push(Retiree::of(slot, w, Some(kill_at)));
         out.push(Action::Log(Note::WorkerDraining { slot, pid: w.pid }));
         out.push(Action::Stop {
             pid: w.pid,

@@ -17,8 +17,9 @@ pub fn http_get(port: u16) -> Result<String, String> {
     http_get_path(port, "/")
 }
 
-/// As `http_get`, for `path`.
-pub fn http_get_path(port: u16, path: &str) -> Result<String, String> {
+/// A GET of `path` sent on a new connection to 127.0.0.1:`port` (one
+/// request, `Connection: close`), the reply to be read with a timeout.
+fn send_get(port: u16, path: &str) -> Result<std::net::TcpStream, String> {
     use std::io::Write;
     let timeout = Duration::from_secs(10);
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
@@ -30,6 +31,12 @@ pub fn http_get_path(port: u16, path: &str) -> Result<String, String> {
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .map_err(|e| format!("write: {e}"))?;
+    Ok(s)
+}
+
+/// As `http_get`, for `path`.
+pub fn http_get_path(port: u16, path: &str) -> Result<String, String> {
+    let mut s = send_get(port, path)?;
     let mut reply = String::new();
     s.read_to_string(&mut reply)
         .map_err(|e| format!("read: {e}"))?;
@@ -229,17 +236,7 @@ impl Load {
 /// body, or why it failed. For a server that may stop right after it
 /// answers (a worker about to hang).
 pub fn http_get_answer(port: u16, path: &str) -> Result<String, String> {
-    use std::io::Write;
-    let timeout = Duration::from_secs(10);
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
-        .map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(timeout))
-        .map_err(|e| e.to_string())?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .map_err(|e| format!("write: {e}"))?;
+    let mut s = send_get(port, path)?;
     read_response(&mut s).map(|(body, _)| body)
 }
 
