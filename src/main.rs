@@ -20,6 +20,7 @@ mod options;
 mod parse;
 mod runtime;
 mod spawn;
+mod static_libc;
 mod steer;
 mod strays;
 mod sys;
