@@ -395,6 +395,16 @@ fn parse_pss(smaps_rollup: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Gives the heap's free pages back to the kernel. A spawn's environment
+/// and a dead worker's buffers leave free chunks below the top of the heap,
+/// which glibc keeps resident; this releases every whole free page (about
+/// 80 KB of pminit's RSS with four Node workers, docs/size.md).
+pub fn release_free_heap() {
+    // SAFETY: malloc_trim takes a size and touches only malloc's own state;
+    // pminit has one thread, so no allocation runs concurrently.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// Makes orphans of our descendants our children when we are not PID 1.
 pub fn set_child_subreaper() -> io::Result<()> {
     // SAFETY: PR_SET_CHILD_SUBREAPER takes one integer argument.

@@ -33,6 +33,9 @@ impl Shell {
     /// Starts the worker of `slot`; a failure is the core's to decide on
     /// (SpawnFailed).
     pub(super) fn spawn(&mut self, slot: usize, follow: &mut Vec<Event>) {
+        // A spawn builds the worker's environment (the preload alone is
+        // ~20 KB of base64) and frees it: give it back before sleeping.
+        self.trim_heap = true;
         match self.launcher.start(slot) {
             Ok(w) => self.started(slot, w, follow),
             Err(e) => self.spawn_failed(slot, &e, follow),

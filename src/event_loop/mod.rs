@@ -102,6 +102,9 @@ pub struct Shell {
     kill_pending: Option<Vec<i32>>,
     /// Memory and CPU-quota rounds, the workers' heaps (healing.rs).
     healing: healing::Healing,
+    /// A worker was spawned or forgotten this turn: the heap has free
+    /// chunks to give back before the next wait (sys::release_free_heap).
+    trim_heap: bool,
 }
 
 /// A run whose first worker has started: from here on nothing bails.
@@ -173,6 +176,9 @@ impl Running {
             if sweep.next <= Instant::now() {
                 sweep.sweep(shell.me);
             }
+        }
+        if std::mem::take(&mut shell.trim_heap) {
+            sys::release_free_heap();
         }
     }
 
@@ -250,6 +256,7 @@ impl Shell {
     /// A worker was reaped: its channel (kept open for its whole life),
     /// slot and heap figures go.
     fn forget(&mut self, pid: i32) {
+        self.trim_heap = true;
         self.channels.remove(&pid);
         self.slots.remove(&pid);
         self.healing.forget(pid);

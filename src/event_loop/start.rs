@@ -213,6 +213,7 @@ pub fn start(config: crate::config::Config) -> Result<Running, StartError> {
         shortages: 0,
         stray_sweep: None,
         kill_pending: None,
+        trim_heap: true,
         healing,
     };
     first_workers(shell, Supervisor::new(settings))
