@@ -5,6 +5,7 @@ mod cli;
 mod config;
 mod control;
 mod core;
+mod decimal;
 mod ecosystem;
 mod event_loop;
 mod exit;

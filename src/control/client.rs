@@ -290,7 +290,8 @@ pub fn status_table(s: &Status) -> String {
             r.restarts,
             r.uptime_ms.map_or_else(dash, human_duration),
             r.rss_bytes.map_or_else(dash, human_size),
-            r.cpu_percent.map_or_else(dash, |c| format!("{c:.1}%")),
+            r.cpu_percent
+                .map_or_else(dash, |c| format!("{}%", crate::decimal::fixed_f64(c, 1))),
             r.answered_ms_ago
                 .map_or_else(dash, |ms| format!("{}s ago", ms / 1000)),
             heap,
@@ -310,7 +311,7 @@ fn human_duration(ms: u64) -> String {
 }
 
 fn human_size(bytes: u64) -> String {
-    format!("{:.1}MiB", bytes as f64 / (1024.0 * 1024.0))
+    format!("{}MiB", crate::decimal::fixed(bytes.into(), 1024 * 1024, 1))
 }
 
 #[cfg(test)]

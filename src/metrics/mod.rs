@@ -179,7 +179,7 @@ fn escape(v: &str) -> String {
 }
 
 fn seconds(d: Duration) -> String {
-    format!("{:.3}", d.as_secs_f64())
+    crate::decimal::fixed(d.as_nanos(), 1_000_000_000, 3)
 }
 
 /// The page for `snap` and `c`.
@@ -418,7 +418,7 @@ fn worker_section(p: &mut Page, snap: &Snapshot) {
             p.sample(
                 "pminit_worker_cpu_seconds_total",
                 &label(r),
-                format!("{:.3}", ms as f64 / 1000.0),
+                crate::decimal::fixed(ms.into(), 1000, 3),
             );
         }
     }
