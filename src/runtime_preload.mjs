@@ -14,20 +14,30 @@
 //    `reusePort: true` (Deno also needs --unstable-net, which pminit adds).
 // 2. ready: once a server listens on $PORT, pminit hears it on the Node
 //    IPC channel both runtimes open from NODE_CHANNEL_FD.
-// 3. drain: on the stop signal, every such server stops accepting and
-//    finishes its requests (Bun: server.stop(), Deno.serve: our own drain,
-//    below, node:net: close()), WebSockets get a close frame (1001, going
-//    away), and the process exits 0 once they are done, unless the app
-//    handles the signal itself.
+// 3. drain: on the stop signal, every such server stops accepting, answers
+//    with `Connection: close` from then on, ends its keep-alive
+//    connections only once they are quiet (so none is cut under a request
+//    on its way) and finishes its requests (Bun: then server.stop(),
+//    Deno.serve: our own server, below, node:net: close() and a sweep);
+//    WebSockets get a close frame (1001, going away), and the process
+//    exits 0 once they are done, unless the app handles the signal itself.
 //
 // Runtime facts it depends on (checked on Bun 1.4.5, Deno 2.9.6): Bun's
-// node:http calls the global Bun.serve with `reusePort: false`; Bun.serve
-// defaults its port to $PORT, then 3000; Deno.serve defaults to 8000.
-// Deno internals: `Deno[Deno.internal].serveHttpOnConnection(conn, signal,
-// handler, onError, onListen)` (ext/http/00_serve.ts) serves one accepted
+// node:http calls the global Bun.serve with `reusePort: false` and an
+// `onNodeHTTPRequest` option instead of `fetch`, publishes no request
+// diagnostics, and closes a connection after an answer whose headers say
+// `Connection: close`, as Bun.serve does; Bun.serve defaults its port to
+// $PORT, then 3000; its stop() closes at once the connections between
+// requests and those that have sent nothing yet. Deno.serve defaults to
+// 8000. Deno's node:http is a port of Node's: a `http.server.connections`
+// list whose `_all` holds the sockets, the `http.server.request.start`
+// diagnostics channel, `shouldKeepAlive`. Deno internals:
+// `Deno[Deno.internal].serveHttpOnConnection(conn, signal, handler,
+// onError, onListen)` (ext/http/00_serve.ts) serves one accepted
 // connection and returns a Deno.HttpServer whose `finished` rejects when
 // the peer resets; its shutdown() ends a connection between requests at
 // once and finishes one under way. Without it, Deno.serve as it is.
+import diagnostics from 'node:diagnostics_channel';
 import net from 'node:net';
 import process from 'node:process';
 
@@ -37,6 +47,11 @@ const config = typeof PMINIT === 'object' && PMINIT !== null ? PMINIT : {};
 const ourPort = Number(config.port);
 const stopSignal = config.stopSignal || 'SIGINT';
 const GOING_AWAY = 1001;
+// The drain ends a connection once no request has started on it for
+// SWEEP_MS (one that has not sent its first request yet: FRESH_MS),
+// checked every SWEEP_MS. As in src/preload.mjs.
+const SWEEP_MS = 200;
+const FRESH_MS = 1000;
 
 // Bun reads the preload from BUN_OPTIONS, which the app's own children
 // inherit: take ours out so they run without it.
@@ -77,6 +92,25 @@ function adopt(stop) {
   report({ pminit: 'listening', port: ourPort });
 }
 
+// `response` with `Connection: close`, so a keep-alive client sends its
+// next request elsewhere. Upgrades are left alone.
+function closing(response) {
+  if (!(response instanceof Response) || response.status === 101) return response;
+  try {
+    response.headers.set('connection', 'close');
+    return response;
+  } catch {
+    // Immutable headers (Response.redirect, a fetch() response): a copy.
+    try {
+      const copy = new Response(response.body, response);
+      copy.headers.set('connection', 'close');
+      return copy;
+    } catch {
+      return response;
+    }
+  }
+}
+
 // ---- Bun ------------------------------------------------------------------
 
 function trackBunWebSockets(options) {
@@ -101,6 +135,64 @@ function trackBunWebSockets(options) {
   };
 }
 
+// While `drain.on`, the answers of `options.fetch` carry Connection: close;
+// `drain.requests` counts the requests from then on.
+function closingWhileDraining(options, drain) {
+  const fetch = options.fetch;
+  if (typeof fetch !== 'function') return options;
+  return {
+    ...options,
+    fetch(request, server) {
+      const result = fetch.call(this, request, server);
+      if (!drain.on) return result;
+      drain.requests += 1;
+      return result instanceof Promise ? result.then(closing) : closing(result);
+    },
+  };
+}
+
+// Bun's node:http answers through its own path (the `onNodeHTTPRequest`
+// option it gives Bun.serve), not `fetch`, and publishes no request
+// diagnostics: its answers get Connection: close from a hook on
+// http.Server's 'request' event, put in when the drain starts.
+let nodeHttpHooked = false;
+async function closeNodeHttpWhileDraining(drain) {
+  if (nodeHttpHooked) return;
+  nodeHttpHooked = true;
+  const http = await import('node:http');
+  const emit = http.Server.prototype.emit;
+  http.Server.prototype.emit = function pminitEmit(event, request, response) {
+    if (event === 'request' && typeof this.address === 'function' && onPort(this.address()?.port)) {
+      drain.requests += 1;
+      if (response && !response.headersSent) response.setHeader('connection', 'close');
+    }
+    return emit.apply(this, arguments);
+  };
+}
+
+// Bun's server.stop() closes at once the connections between keep-alive
+// requests and those that have not sent one yet, under a request that may
+// be on its way. So first every answer carries Connection: close (each
+// keep-alive client then sends its next request elsewhere), and stop()
+// comes once no request has arrived for SWEEP_MS, or FRESH_MS after the
+// signal under load that does not let up.
+async function drainBun(server, drain, nodeHttp) {
+  drain.on = true;
+  const since = performance.now();
+  if (nodeHttp) await closeNodeHttpWhileDraining(drain);
+  return new Promise((resolve) => {
+    let seen = -1;
+    const timer = setInterval(() => {
+      if (drain.requests !== seen && performance.now() - since < FRESH_MS) {
+        seen = drain.requests;
+        return;
+      }
+      clearInterval(timer);
+      resolve(server.stop(false));
+    }, SWEEP_MS);
+  });
+}
+
 if (isBun && typeof Bun.serve === 'function') {
   const serve = Bun.serve;
   Bun.serve = function pminitServe(options, ...rest) {
@@ -109,8 +201,10 @@ if (isBun && typeof Bun.serve === 'function') {
     }
     const port = options.port ?? process.env.PORT ?? 3000;
     if (!onPort(port)) return serve.call(this, options, ...rest);
-    const server = serve.call(this, trackBunWebSockets({ ...options, reusePort: true }), ...rest);
-    adopt(() => server.stop(false));
+    const drain = { on: false, requests: 0 };
+    const ours = closingWhileDraining(trackBunWebSockets({ ...options, reusePort: true }), drain);
+    const server = serve.call(this, ours, ...rest);
+    adopt(() => drainBun(server, drain, typeof options.onNodeHTTPRequest === 'function'));
     return server;
   };
 }
@@ -133,11 +227,6 @@ if (isBun && typeof Bun.serve === 'function') {
 // before; also for TLS and `automaticCompression: false`, which the
 // one-connection server does not take.
 
-// A connection is ended by the drain once no request has started on it
-// for this long (one that has not sent its first request yet: FRESH_MS);
-// checked every SWEEP_MS. As in src/preload.mjs.
-const SWEEP_MS = 200;
-const FRESH_MS = 1000;
 
 function denoServeOnConnection() {
   try {
@@ -156,25 +245,6 @@ function internalServerError(error) {
     status: 500,
     headers: { 'content-type': 'text/plain;charset=utf-8' },
   });
-}
-
-// `response` with `Connection: close`, so a keep-alive client sends its
-// next request elsewhere. Upgrades are left alone.
-function closing(response) {
-  if (!(response instanceof Response) || response.status === 101) return response;
-  try {
-    response.headers.set('connection', 'close');
-    return response;
-  } catch {
-    // Immutable headers (Response.redirect, a fetch() response): a copy.
-    try {
-      const copy = new Response(response.body, response);
-      copy.headers.set('connection', 'close');
-      return copy;
-    } catch {
-      return response;
-    }
-  }
 }
 
 // The app's handler, counting the requests of connection `c` and the
@@ -432,12 +502,70 @@ if (isDeno && typeof Deno.serve === 'function') {
     if (!options || !onPort(options.port)) return listen.apply(this, args);
     options.reusePort = true;
     const server = this;
-    server.once('listening', () => adopt(() => new Promise((resolve) => {
-      net.Server.prototype.close.call(server, () => resolve());
-      if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
-    })));
+    server.once('listening', () => adopt(() => drainNetServer(server)));
     return callback ? listen.call(this, options, callback) : listen.call(this, options);
   };
+}
+
+// Stops accepting, then waits for the connections. An HTTP server's (Deno's
+// node:http is a port of Node's: its connections list, the request
+// diagnostics channel, `shouldKeepAlive`) answer with Connection: close
+// from now on, and each is ended once quiet, as in src/preload.mjs; Node's
+// closeIdleConnections() would end them at once, under a request that may
+// be on its way.
+function drainNetServer(server) {
+  return new Promise((resolve) => {
+    let sweeper;
+    net.Server.prototype.close.call(server, () => {
+      clearInterval(sweeper);
+      resolve();
+    });
+    if (httpConnections(server) === undefined) {
+      if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
+      return;
+    }
+    closeHttpWhileDraining(server);
+    const lastRead = new Map();
+    sweepHttp(server, lastRead);
+    sweeper = setInterval(() => sweepHttp(server, lastRead), SWEEP_MS);
+  });
+}
+
+// The sockets of an HTTP server (Deno's JS connections list), or undefined.
+function httpConnections(server) {
+  const key = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections');
+  const list = key === undefined ? undefined : server[key];
+  // Deno's primordials' SafeSet, not instanceof Set.
+  const all = list && list._all;
+  return all && typeof all[Symbol.iterator] === 'function' ? all : undefined;
+}
+
+// The HTTP servers draining: their answers carry Connection: close.
+const drainingHttp = new Set();
+function closeHttpWhileDraining(server) {
+  if (drainingHttp.size === 0) {
+    diagnostics.subscribe('http.server.request.start', ({ response, server: from }) => {
+      if (response && drainingHttp.has(from)) response.shouldKeepAlive = false;
+    });
+  }
+  drainingHttp.add(server);
+}
+
+// Ends each connection of `server` with no response under way that has
+// read nothing for SWEEP_MS (FRESH_MS before its first byte).
+function sweepHttp(server, lastRead) {
+  const now = performance.now();
+  for (const socket of httpConnections(server) ?? []) {
+    if (socket.destroyed) continue;
+    const response = socket._httpMessage;
+    const read = socket.bytesRead;
+    const seen = lastRead.get(socket);
+    if ((response && !response.finished) || seen === undefined || seen.read !== read) {
+      lastRead.set(socket, { read, at: now });
+    } else if (now - seen.at >= (read === 0 ? FRESH_MS : SWEEP_MS)) {
+      socket.destroy();
+    }
+  }
 }
 
 // ---- the stop signal -------------------------------------------------------

@@ -242,6 +242,31 @@ fn bun_node_http_two_workers_one_port_reload_zero_failed_stop_exits_0() {
 }
 
 #[test]
+fn bun_serve_keep_alive_reload_zero_failed_stop_exits_0() {
+    let test = "bun_serve_keep_alive";
+    let Some(bun) = bun(test) else { return };
+    zero_failed(test, s(&[&bun.to_string_lossy(), "bun_serve.js"]), true);
+}
+
+#[test]
+fn bun_node_http_keep_alive_reload_zero_failed_stop_exits_0() {
+    let test = "bun_node_http_keep_alive";
+    let Some(bun) = bun(test) else { return };
+    zero_failed(test, s(&[&bun.to_string_lossy(), "node_http.mjs"]), true);
+}
+
+#[test]
+fn deno_node_http_keep_alive_reload_zero_failed_stop_exits_0() {
+    let test = "deno_node_http_keep_alive";
+    let Some(deno) = deno(test) else { return };
+    zero_failed(
+        test,
+        s(&[&deno.to_string_lossy(), "run", "-A", "node_http.mjs"]),
+        true,
+    );
+}
+
+#[test]
 fn deno_node_http_two_workers_one_port_reload_zero_failed_stop_exits_0() {
     let test = "deno_node_http_two_workers";
     let Some(deno) = deno(test) else { return };

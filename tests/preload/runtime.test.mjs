@@ -1,8 +1,10 @@
-// src/runtime_preload.mjs on the real Deno (scripts/test.sh installs it
-// into target/deno): the drain of a Deno.serve worker on the stop signal.
-// The test process plays pminit: it starts Deno as pminit does (`deno run
-// --preload=data:... --unstable-net`, the settings in the preload's first
-// line, the Node IPC channel from NODE_CHANNEL_FD), on 127.0.0.1.
+// src/runtime_preload.mjs on the real Bun and Deno (scripts/test.sh
+// installs them into target/bun and target/deno): the drain of a worker
+// on the stop signal. The test process plays pminit: it starts the
+// runtime as pminit does (Deno: `deno run --preload=data:...
+// --unstable-net`; Bun: `BUN_OPTIONS=--preload=data:...`; the settings in
+// the preload's first line, the Node IPC channel from NODE_CHANNEL_FD), on
+// 127.0.0.1.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -16,6 +18,7 @@ import { connect, within } from './harness.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const DENO = path.join(root, 'target/deno/node_modules/@deno/linux-x64-glibc/deno');
+const BUN = path.join(root, 'target/bun/node_modules/@oven/bun-linux-x64/bin/bun');
 
 // The preload as src/runtime.rs builds it (comments are kept here).
 function preloadUrl(port) {
@@ -33,22 +36,44 @@ async function freePort() {
   return port;
 }
 
-const APP = `
+const DENO_SERVE = `
 Deno.serve({ hostname: '127.0.0.1', port: Number(Deno.env.get('PORT')), onListen() {} },
   async (request) => new Response('pid=' + Deno.pid + ' ' + new URL(request.url).pathname + '\\n'));
 `;
+const BUN_SERVE = `
+Bun.serve({ hostname: '127.0.0.1', fetch: (request) => new Response('pid=' + process.pid + ' ' + new URL(request.url).pathname + '\\n') });
+`;
+const NODE_HTTP = `
+import http from 'node:http';
+http.createServer((req, res) => res.end('pid=' + process.pid + ' ' + req.url + '\\n')).listen(Number(process.env.PORT), '127.0.0.1');
+`;
 
-// A Deno.serve worker with the preload, listening on its port.
-async function denoWorker(t) {
-  if (!fs.existsSync(DENO)) {
-    if (process.env.PMINIT_TEST_STRICT) throw new Error(`needs ${DENO} (scripts/test.sh installs it)`);
-    t.skip(`needs ${DENO} (scripts/test.sh installs it)`);
+// How pminit starts each runtime with the preload.
+const RUNTIMES = {
+  deno: {
+    binary: DENO,
+    start: (url, app) => [DENO, ['run', `--preload=${url}`, '--unstable-net', '-A', app], {}],
+  },
+  bun: {
+    binary: BUN,
+    start: (url, app) => [BUN, [app], { BUN_OPTIONS: `--preload=${url}` }],
+  },
+};
+
+// A worker of `runtime` running `source` with the preload, listening on
+// its port.
+async function worker(t, runtime, source) {
+  const { binary, start } = RUNTIMES[runtime];
+  if (!fs.existsSync(binary)) {
+    if (process.env.PMINIT_TEST_STRICT) throw new Error(`needs ${binary} (scripts/test.sh installs it)`);
+    t.skip(`needs ${binary} (scripts/test.sh installs it)`);
     return undefined;
   }
   const port = await freePort();
-  const app = `data:text/javascript;base64,${Buffer.from(APP).toString('base64')}`;
-  const child = spawn(DENO, ['run', `--preload=${preloadUrl(port)}`, '--unstable-net', '-A', app], {
-    env: { ...process.env, PORT: String(port), NO_COLOR: '1' },
+  const app = `data:text/javascript;base64,${Buffer.from(source).toString('base64')}`;
+  const [file, args, env] = start(preloadUrl(port), app);
+  const child = spawn(file, args, {
+    env: { ...process.env, ...env, PORT: String(port), NO_COLOR: '1' },
     stdio: ['ignore', 'inherit', 'pipe', 'ipc'],
   });
   let stderr = '';
@@ -62,6 +87,8 @@ async function denoWorker(t) {
   await within(listening, 'the worker to report listening', 10_000, () => `; stderr: ${stderr}`);
   return { child, port, exited: () => within(exited, 'the worker to exit', 10_000, () => `; stderr: ${stderr}`) };
 }
+
+const denoWorker = (t) => worker(t, 'deno', DENO_SERVE);
 
 // Sends the stop signal, then asks on `c` until an answer carries
 // `Connection: close` (the drain is under way): every ask is answered.
@@ -113,7 +140,12 @@ test('Deno.serve drain: a quiet keep-alive connection is ended, then the worker 
 test('Deno.serve drain: the listener closes at once, so new connections go elsewhere', async (t) => {
   const w = await denoWorker(t);
   if (!w) return;
+  // Answered once, so accepted: one still in the kernel's queue when the
+  // listener closes goes with it (to another worker's socket, when there
+  // is one and tcp_migrate_req is 1).
   const busy = await connect(t, w.port);
+  busy.request('/first');
+  assert.equal((await busy.response()).status, 200);
   await stopWhileAsking(w, busy);
   // Draining, and the only worker on the port: nothing accepts any more.
   const refused = net.connect(w.port, '127.0.0.1');
@@ -121,3 +153,25 @@ test('Deno.serve drain: the listener closes at once, so new connections go elsew
   assert.equal(error.code, 'ECONNREFUSED');
   assert.deepEqual(await w.exited(), { code: 0, signal: null });
 });
+
+// Bun.serve and node:http on Bun and Deno: the stop signal does not end a
+// keep-alive connection under a request on its way; answers carry
+// Connection: close until the client has gone, then the worker exits 0.
+for (const [name, runtime, source] of [
+  ['Bun.serve', 'bun', BUN_SERVE],
+  ['node:http on Bun', 'bun', NODE_HTTP],
+  ['node:http on Deno', 'deno', NODE_HTTP],
+]) {
+  test(`${name} drain: keep-alive answers carry Connection: close, then exit 0`, async (t) => {
+    const w = await worker(t, runtime, source);
+    if (!w) return;
+    const keptAlive = await connect(t, w.port);
+    keptAlive.request('/first');
+    const first = await keptAlive.response();
+    assert.equal(first.status, 200);
+    assert.notEqual(first.headers.connection, 'close');
+    await stopWhileAsking(w, keptAlive);
+    await keptAlive.closed();
+    assert.deepEqual(await w.exited(), { code: 0, signal: null });
+  });
+}
