@@ -50,13 +50,7 @@ for major in 22 24; do
   fi
 done
 
-echo "== the preload's own suite (tests/preload) on Node 22 and 24"
-# A glob, not the directory: Node 22+ reads `--test DIR` as a file name.
-for major in 22 24; do
-  "target/node-$major/node_modules/node/bin/node" --test tests/preload/*.test.mjs
-done
-
-echo "== Bun and Deno for tests/runtimes.rs (pinned; npm's packages ship the binaries)"
+echo "== Bun and Deno for tests/runtimes.rs and tests/preload/runtime.test.mjs (pinned; npm's packages ship the binaries)"
 BUN_VERSION=1.4.5
 DENO_VERSION=2.9.6
 if ! target/bun/node_modules/@oven/bun-linux-x64/bin/bun --version 2>/dev/null | grep -qx "$BUN_VERSION"; then
@@ -65,6 +59,12 @@ fi
 if ! target/deno/node_modules/@deno/linux-x64-glibc/deno --version 2>/dev/null | grep -q "^deno $DENO_VERSION "; then
   npm install --prefix target/deno --no-audit --no-fund --no-save "@deno/linux-x64-glibc@$DENO_VERSION"
 fi
+
+echo "== the preload's own suite (tests/preload) on Node 22 and 24"
+# A glob, not the directory: Node 22+ reads `--test DIR` as a file name.
+for major in 22 24; do
+  "target/node-$major/node_modules/node/bin/node" --test tests/preload/*.test.mjs
+done
 
 echo "== next build (tests/node-app/next-app, for tests/frameworks.rs)"
 next_app=tests/node-app/next-app

@@ -9,7 +9,10 @@
 //! no connection ever waits in a queue nobody accepts from. The cost: a
 //! worker's socket closes with it, and the connections queued on it are
 //! reset unless the kernel migrates them (`net.ipv4.tcp_migrate_req=1`,
-//! per network namespace); pminit says so once at start when it is off.
+//! per network namespace), so pminit turns that on at start when it is off
+//! (one line says so), or says once how to (read-only /proc/sys in a
+//! container, not root). Never for Node workers: they share pminit's
+//! sockets, whose queues outlive any worker.
 //!
 //! Bun gets the preload through `BUN_OPTIONS` (the user's own kept first),
 //! Deno through `--preload` (and `--unstable-net`, which `Deno.serve`'s
@@ -107,16 +110,78 @@ pub fn deno_argv(argv: &[String], url: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// One line for the log when a reload or a restart may reset connections:
-/// `tcp_migrate_req` is off (or unreadable) in this network namespace.
-pub fn migrate_note(js: Js) -> Option<String> {
-    let on = std::fs::read_to_string(MIGRATE_REQ).is_ok_and(|v| v.trim() == "1");
-    (!on).then(|| {
-        format!(
-            "{} workers bind $PORT themselves (SO_REUSEPORT): with net.ipv4.tcp_migrate_req=0 a worker that stops resets the connections queued on its socket; set it to 1 (docker run --sysctl net.ipv4.tcp_migrate_req=1) for reloads that drop nothing",
-            js.name()
-        )
-    })
+/// What pminit found and did about `net.ipv4.tcp_migrate_req` at start.
+#[derive(Debug)]
+pub enum Migrate {
+    /// It was 1 already: nothing written.
+    AlreadyOn,
+    /// It was `was`; pminit wrote 1.
+    TurnedOn { was: String },
+    /// This kernel has no such switch (Linux before 5.14).
+    Missing,
+    /// It is off (or unreadable) and pminit could not write it.
+    Failed(std::io::Error),
+}
+
+/// Turns the kernel's migration of a closed listener's queue on in this
+/// network namespace (a per-namespace switch: in a container, the
+/// container's own) when it is off. Left on at exit: see `migrate_line`.
+pub fn turn_on_migrate(path: &Path) -> Migrate {
+    match std::fs::read_to_string(path) {
+        Ok(v) if v.trim() == "1" => Migrate::AlreadyOn,
+        Ok(v) => match std::fs::write(path, "1") {
+            Ok(()) => Migrate::TurnedOn {
+                was: v.trim().to_string(),
+            },
+            Err(e) => Migrate::Failed(e),
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Migrate::Missing,
+        Err(e) => Migrate::Failed(e),
+    }
+}
+
+/// The one line for the log about `migrate`, if any.
+pub fn migrate_line(js: Js, migrate: &Migrate) -> Option<Line> {
+    let who = format!(
+        "{} workers bind $PORT themselves (SO_REUSEPORT), and a worker that stops closes its socket",
+        js.name()
+    );
+    match migrate {
+        Migrate::AlreadyOn => None,
+        Migrate::TurnedOn { was } => Some(Line::Info {
+            event: "tcp_migrate_req_set",
+            message: format!(
+                "set net.ipv4.tcp_migrate_req=1 (was {was}) in this network namespace: {who}; with 1 the kernel moves the connections queued on it to another worker's socket instead of resetting them (left at 1 at exit)"
+            ),
+        }),
+        Migrate::Missing => Some(Line::Warn(format!(
+            "this kernel has no net.ipv4.tcp_migrate_req (Linux < 5.14): {who}, which resets the connections queued on it"
+        ))),
+        Migrate::Failed(e) => Some(Line::Warn(format!(
+            "net.ipv4.tcp_migrate_req is not 1 and pminit cannot set it ({e}): {who}, which resets the connections queued on it; set it for the container: docker run --sysctl net.ipv4.tcp_migrate_req=1, Kubernetes: the pod's securityContext.sysctls (the kubelet must allow it: --allowed-unsafe-sysctls=net.ipv4.tcp_migrate_req)"
+        ))),
+    }
+}
+
+/// A line for pminit's log from setting the workers up.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A fact (`event` names it in the JSON log).
+    Info {
+        event: &'static str,
+        message: String,
+    },
+    /// Something that will cost the user, and how to fix it.
+    Warn(String),
+}
+
+impl Line {
+    pub fn log(&self) {
+        match self {
+            Line::Info { event, message } => crate::log::info(event, message),
+            Line::Warn(message) => crate::log::warn(message),
+        }
+    }
 }
 
 /// What Bun and Deno workers get besides the command (src/spawn.rs).
@@ -129,14 +194,14 @@ pub struct Workers {
 
 /// Sets Bun or Deno workers up for `$PORT`, once at start: the preload
 /// (Deno's in `program`'s arguments) when `preload` (the preload is on and
-/// no `--listen` was given) and `$PORT` is a port. Also returns lines for
-/// the log.
+/// no `--listen` was given) and `$PORT` is a port, and then
+/// `tcp_migrate_req` on. Also returns lines for the log.
 pub fn prepare(
     js: Js,
     program: &mut crate::spawn::Program,
     preload: bool,
     stop_signal: &str,
-) -> (Option<Workers>, Vec<String>) {
+) -> (Option<Workers>, Vec<Line>) {
     let port = std::env::var("PORT")
         .ok()
         .and_then(|p| p.trim().parse::<u16>().ok())
@@ -145,7 +210,6 @@ pub fn prepare(
         return (None, Vec::new());
     };
     let url = preload_url(port, stop_signal);
-    let mut notes = Vec::new();
     let env = match js {
         Js::Bun => {
             let user = std::env::var("BUN_OPTIONS").ok();
@@ -157,18 +221,18 @@ pub fn prepare(
         Js::Deno => match deno_argv(&program.args(), &url) {
             Ok(argv) => match program.set_args(&argv) {
                 Ok(()) => Vec::new(),
-                Err(e) => return (None, vec![format!("no preload for Deno: {e}")]),
+                Err(e) => return (None, vec![Line::Warn(format!("no preload for Deno: {e}"))]),
             },
-            Err(why) => return (None, vec![why]),
+            Err(why) => return (None, vec![Line::Warn(why)]),
         },
     };
-    notes.extend(migrate_note(js));
+    let migrate = turn_on_migrate(Path::new(MIGRATE_REQ));
     (
         Some(Workers {
             env,
             reports_listening: true,
         }),
-        notes,
+        migrate_line(js, &migrate).into_iter().collect(),
     )
 }
 
@@ -258,5 +322,47 @@ mod tests {
         );
         assert_eq!(crate::node::base64(source.as_bytes()), b64);
         assert!(source.starts_with("const PMINIT = {\"port\":3000,\"stopSignal\":\"SIGINT\"};\n"));
+    }
+
+    #[test]
+    fn tcp_migrate_req_is_turned_on_when_off_and_left_alone_when_on() {
+        let dir = std::env::temp_dir().join(format!("pminit-migrate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let path = dir.join("tcp_migrate_req");
+        std::fs::write(&path, "0\n").expect("write");
+        let turned = turn_on_migrate(&path);
+        assert!(
+            matches!(&turned, Migrate::TurnedOn { was } if was == "0"),
+            "{turned:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "1");
+        let Some(Line::Info { event, message }) = migrate_line(Js::Bun, &turned) else {
+            panic!("an info line");
+        };
+        assert_eq!(event, "tcp_migrate_req_set");
+        assert!(message.starts_with("set net.ipv4.tcp_migrate_req=1 (was 0)"));
+        let again = turn_on_migrate(&path);
+        assert!(matches!(again, Migrate::AlreadyOn), "{again:?}");
+        assert_eq!(migrate_line(Js::Deno, &again), None);
+        let missing = turn_on_migrate(&dir.join("absent"));
+        assert!(matches!(missing, Migrate::Missing), "{missing:?}");
+        assert!(
+            matches!(migrate_line(Js::Deno, &missing), Some(Line::Warn(w)) if w.contains("Linux < 5.14"))
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_write_names_the_fix() {
+        let failed = Migrate::Failed(std::io::Error::from_raw_os_error(libc::EROFS));
+        let Some(Line::Warn(w)) = migrate_line(Js::Bun, &failed) else {
+            panic!("a warning");
+        };
+        assert!(
+            w.contains("docker run --sysctl net.ipv4.tcp_migrate_req=1"),
+            "{w}"
+        );
+        assert!(w.contains("securityContext.sysctls"), "{w}");
+        assert!(w.contains("Read-only file system"), "{w}");
     }
 }

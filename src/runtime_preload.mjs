@@ -14,15 +14,30 @@
 //    `reusePort: true` (Deno also needs --unstable-net, which pminit adds).
 // 2. ready: once a server listens on $PORT, pminit hears it on the Node
 //    IPC channel both runtimes open from NODE_CHANNEL_FD.
-// 3. drain: on the stop signal, every such server stops accepting and
-//    finishes its requests (Bun: server.stop(), Deno: server.shutdown(),
-//    node:net: close()), WebSockets get a close frame (1001, going away),
-//    and the process exits 0 once they are done, unless the app handles
-//    the signal itself.
+// 3. drain: on the stop signal, every such server stops accepting, answers
+//    with `Connection: close` from then on, ends its keep-alive
+//    connections only once they are quiet (so none is cut under a request
+//    on its way) and finishes its requests (Bun: then server.stop(),
+//    Deno.serve: our own server, below, node:net: close() and a sweep);
+//    WebSockets get a close frame (1001, going away), and the process
+//    exits 0 once they are done, unless the app handles the signal itself.
 //
 // Runtime facts it depends on (checked on Bun 1.4.5, Deno 2.9.6): Bun's
-// node:http calls the global Bun.serve with `reusePort: false`; Bun.serve
-// defaults its port to $PORT, then 3000; Deno.serve defaults to 8000.
+// node:http calls the global Bun.serve with `reusePort: false` and an
+// `onNodeHTTPRequest` option instead of `fetch`, publishes no request
+// diagnostics, and closes a connection after an answer whose headers say
+// `Connection: close`, as Bun.serve does; Bun.serve defaults its port to
+// $PORT, then 3000; its stop() closes at once the connections between
+// requests and those that have sent nothing yet. Deno.serve defaults to
+// 8000. Deno's node:http is a port of Node's: a `http.server.connections`
+// list whose `_all` holds the sockets, the `http.server.request.start`
+// diagnostics channel, `shouldKeepAlive`. Deno internals:
+// `Deno[Deno.internal].serveHttpOnConnection(conn, signal, handler,
+// onError, onListen)` (ext/http/00_serve.ts) serves one accepted
+// connection and returns a Deno.HttpServer whose `finished` rejects when
+// the peer resets; its shutdown() ends a connection between requests at
+// once and finishes one under way. Without it, Deno.serve as it is.
+import diagnostics from 'node:diagnostics_channel';
 import net from 'node:net';
 import process from 'node:process';
 
@@ -32,6 +47,11 @@ const config = typeof PMINIT === 'object' && PMINIT !== null ? PMINIT : {};
 const ourPort = Number(config.port);
 const stopSignal = config.stopSignal || 'SIGINT';
 const GOING_AWAY = 1001;
+// The drain ends a connection once no request has started on it for
+// SWEEP_MS (one that has not sent its first request yet: FRESH_MS),
+// checked every SWEEP_MS. As in src/preload.mjs.
+const SWEEP_MS = 200;
+const FRESH_MS = 1000;
 
 // Bun reads the preload from BUN_OPTIONS, which the app's own children
 // inherit: take ours out so they run without it.
@@ -72,6 +92,25 @@ function adopt(stop) {
   report({ pminit: 'listening', port: ourPort });
 }
 
+// `response` with `Connection: close`, so a keep-alive client sends its
+// next request elsewhere. Upgrades are left alone.
+function closing(response) {
+  if (!(response instanceof Response) || response.status === 101) return response;
+  try {
+    response.headers.set('connection', 'close');
+    return response;
+  } catch {
+    // Immutable headers (Response.redirect, a fetch() response): a copy.
+    try {
+      const copy = new Response(response.body, response);
+      copy.headers.set('connection', 'close');
+      return copy;
+    } catch {
+      return response;
+    }
+  }
+}
+
 // ---- Bun ------------------------------------------------------------------
 
 function trackBunWebSockets(options) {
@@ -96,6 +135,64 @@ function trackBunWebSockets(options) {
   };
 }
 
+// While `drain.on`, the answers of `options.fetch` carry Connection: close;
+// `drain.requests` counts the requests from then on.
+function closingWhileDraining(options, drain) {
+  const fetch = options.fetch;
+  if (typeof fetch !== 'function') return options;
+  return {
+    ...options,
+    fetch(request, server) {
+      const result = fetch.call(this, request, server);
+      if (!drain.on) return result;
+      drain.requests += 1;
+      return result instanceof Promise ? result.then(closing) : closing(result);
+    },
+  };
+}
+
+// Bun's node:http answers through its own path (the `onNodeHTTPRequest`
+// option it gives Bun.serve), not `fetch`, and publishes no request
+// diagnostics: its answers get Connection: close from a hook on
+// http.Server's 'request' event, put in when the drain starts.
+let nodeHttpHooked = false;
+async function closeNodeHttpWhileDraining(drain) {
+  if (nodeHttpHooked) return;
+  nodeHttpHooked = true;
+  const http = await import('node:http');
+  const emit = http.Server.prototype.emit;
+  http.Server.prototype.emit = function pminitEmit(event, request, response) {
+    if (event === 'request' && typeof this.address === 'function' && onPort(this.address()?.port)) {
+      drain.requests += 1;
+      if (response && !response.headersSent) response.setHeader('connection', 'close');
+    }
+    return emit.apply(this, arguments);
+  };
+}
+
+// Bun's server.stop() closes at once the connections between keep-alive
+// requests and those that have not sent one yet, under a request that may
+// be on its way. So first every answer carries Connection: close (each
+// keep-alive client then sends its next request elsewhere), and stop()
+// comes once no request has arrived for SWEEP_MS, or FRESH_MS after the
+// signal under load that does not let up.
+async function drainBun(server, drain, nodeHttp) {
+  drain.on = true;
+  const since = performance.now();
+  if (nodeHttp) await closeNodeHttpWhileDraining(drain);
+  return new Promise((resolve) => {
+    let seen = -1;
+    const timer = setInterval(() => {
+      if (drain.requests !== seen && performance.now() - since < FRESH_MS) {
+        seen = drain.requests;
+        return;
+      }
+      clearInterval(timer);
+      resolve(server.stop(false));
+    }, SWEEP_MS);
+  });
+}
+
 if (isBun && typeof Bun.serve === 'function') {
   const serve = Bun.serve;
   Bun.serve = function pminitServe(options, ...rest) {
@@ -104,26 +201,258 @@ if (isBun && typeof Bun.serve === 'function') {
     }
     const port = options.port ?? process.env.PORT ?? 3000;
     if (!onPort(port)) return serve.call(this, options, ...rest);
-    const server = serve.call(this, trackBunWebSockets({ ...options, reusePort: true }), ...rest);
-    adopt(() => server.stop(false));
+    const drain = { on: false, requests: 0 };
+    const ours = closingWhileDraining(trackBunWebSockets({ ...options, reusePort: true }), drain);
+    const server = serve.call(this, ours, ...rest);
+    adopt(() => drainBun(server, drain, typeof options.onNodeHTTPRequest === 'function'));
     return server;
   };
 }
 
 // ---- Deno -----------------------------------------------------------------
+//
+// Deno.serve's own accept loop cannot stop accepting without dropping
+// connections: op_http_serve takes the listener out of the resource table,
+// and shutdown() (op_http_close, ext/http/http_next.rs) cancels one handle
+// that both ends the accept loop and closes every connection that has not
+// delivered a request yet (match_prefix_or_shutdown polls it before
+// reading) or sits between keep-alive requests (serve_http11_raw). Under a
+// reload that loses the requests on their way. So on $PORT the preload
+// accepts itself, from a `Deno.listen({reusePort})` of its own, and hands
+// each connection to Deno's HTTP server for one connection
+// (Deno[Deno.internal].serveHttpOnConnection, the same native server;
+// Deno's tests/unit/serve_test.ts uses it). Then a drain can close the
+// listener first and end each connection only when it is quiet. Without
+// that internal (another Deno), Deno.serve itself with reusePort, as
+// before; also for TLS and `automaticCompression: false`, which the
+// one-connection server does not take.
+
+
+function denoServeOnConnection() {
+  try {
+    const internals = typeof Deno.internal === 'symbol' ? Deno[Deno.internal] : undefined;
+    const serveOn = internals && internals.serveHttpOnConnection;
+    return typeof serveOn === 'function' ? serveOn : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+// What Deno.serve does for a handler error when the app gives no onError.
+function internalServerError(error) {
+  console.error(error);
+  return new Response('Internal Server Error', {
+    status: 500,
+    headers: { 'content-type': 'text/plain;charset=utf-8' },
+  });
+}
+
+// The app's handler, counting the requests of connection `c` and the
+// answers still to come, and closing connections while `server` drains.
+// Deno builds no Request for a handler that takes no arguments: so
+// neither does this one then.
+function countingHandler(c, server, handler) {
+  const answered = (result) => {
+    if (!(result instanceof Promise)) return server.draining ? closing(result) : result;
+    c.busy += 1;
+    return result.then(
+      (response) => {
+        c.busy -= 1;
+        return server.draining ? closing(response) : response;
+      },
+      (error) => {
+        c.busy -= 1;
+        throw error;
+      },
+    );
+  };
+  if (handler.length === 0) {
+    return () => {
+      c.requests += 1;
+      return answered(handler());
+    };
+  }
+  return (request, info) => {
+    c.requests += 1;
+    return answered(handler(request, info));
+  };
+}
+
+// Deno.serve on a listener of our own, one Deno HTTP server per
+// connection; what Deno.serve returns (a Deno.HttpServer).
+class DenoServer {
+  #serveOn;
+  #options;
+  #handler;
+  #onError;
+  #listener;
+  #connections = new Set();
+  #accepting = true;
+  #referenced = true;
+  #failure = undefined;
+  #finished = Promise.withResolvers();
+  #shutdown = undefined;
+  #sweeper = undefined;
+  draining = false;
+
+  constructor(serveOn, options, handler) {
+    this.#serveOn = serveOn;
+    this.#options = options;
+    this.#handler = handler;
+    this.#onError = typeof options.onError === 'function' ? options.onError : internalServerError;
+    this.#listener = Deno.listen({
+      hostname: options.hostname ?? '0.0.0.0',
+      port: Number(options.port ?? 8000),
+      reusePort: true,
+      ...(options.tcpBacklog === undefined ? {} : { tcpBacklog: options.tcpBacklog }),
+    });
+    options.signal?.addEventListener('abort', () => this.#abort(), { once: true });
+    this.#acceptAll();
+    this.#announce();
+  }
+
+  get addr() {
+    return this.#listener.addr;
+  }
+
+  get finished() {
+    return this.#finished.promise;
+  }
+
+  // Stop accepting (the kernel moves what is queued on this socket to
+  // another worker's: tcp_migrate_req), answer every request from now on
+  // with Connection: close, end each connection once it is quiet.
+  shutdown() {
+    if (this.#shutdown === undefined) {
+      this.draining = true;
+      this.#closeListener();
+      this.#sweep();
+      this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
+      if (typeof Deno.unrefTimer === 'function') Deno.unrefTimer(this.#sweeper);
+      this.#shutdown = this.#finished.promise.catch(() => {});
+    }
+    return this.#shutdown;
+  }
+
+  ref() {
+    this.#referenced = true;
+    this.#listener.ref();
+    for (const c of this.#connections) c.server.ref();
+  }
+
+  unref() {
+    this.#referenced = false;
+    this.#listener.unref();
+    for (const c of this.#connections) c.server.unref();
+  }
+
+  [Symbol.asyncDispose]() {
+    return this.shutdown();
+  }
+
+  // onListen, or the line Deno.serve prints.
+  #announce() {
+    const addr = this.#listener.addr;
+    if (typeof this.#options.onListen === 'function') {
+      this.#options.onListen(addr);
+      return;
+    }
+    const host = addr.hostname.includes(':') ? `[${addr.hostname}]` : addr.hostname;
+    const any = addr.hostname === '0.0.0.0' || addr.hostname === '::';
+    console.error(`Listening on http://${host}:${addr.port}/${any ? ` (http://localhost:${addr.port}/)` : ''}`);
+  }
+
+  async #acceptAll() {
+    try {
+      for await (const conn of this.#listener) this.#serve(conn);
+    } catch (error) {
+      // Closed under the loop: the end. Anything else ends the server, as
+      // an accept error ends Deno.serve's.
+      if (!(error instanceof Deno.errors.BadResource) && !(error instanceof Deno.errors.Interrupted)) {
+        this.#failure = error;
+      }
+    }
+    this.#accepting = false;
+    this.#settle();
+  }
+
+  #serve(conn) {
+    const c = { server: undefined, abort: undefined, requests: 0, busy: 0, seen: -1, quietSince: 0, ending: false };
+    if (this.#options.signal) c.abort = new AbortController();
+    try {
+      c.server = this.#serveOn(conn, c.abort?.signal, countingHandler(c, this, this.#handler), this.#onError, () => {});
+    } catch (error) {
+      try {
+        conn.close();
+      } catch {
+        // Already closed.
+      }
+      console.error(error);
+      return;
+    }
+    if (!this.#referenced) c.server.unref();
+    this.#connections.add(c);
+    // A connection's end (a reset included) is not the server's failure,
+    // as in Deno.serve.
+    c.server.finished.catch(() => {}).then(() => {
+      this.#connections.delete(c);
+      this.#settle();
+    });
+  }
+
+  // One drain step: end each connection that has been quiet long enough
+  // (Deno's graceful shutdown of it finishes a response under way first).
+  #sweep() {
+    const now = performance.now();
+    for (const c of this.#connections) {
+      if (c.ending) continue;
+      if (c.requests !== c.seen || c.busy > 0) {
+        c.seen = c.requests;
+        c.quietSince = now;
+      } else if (now - c.quietSince >= (c.requests === 0 ? FRESH_MS : SWEEP_MS)) {
+        c.ending = true;
+        c.server.shutdown().catch(() => {});
+      }
+    }
+  }
+
+  // The app's signal: stop everything now, as Deno.serve does.
+  #abort() {
+    this.#closeListener();
+    for (const c of this.#connections) c.abort.abort();
+  }
+
+  #closeListener() {
+    try {
+      this.#listener.close();
+    } catch {
+      // Already closed.
+    }
+  }
+
+  #settle() {
+    if (this.#accepting || this.#connections.size > 0) return;
+    if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
+    if (this.#failure === undefined) this.#finished.resolve();
+    else this.#finished.reject(this.#failure);
+  }
+}
 
 if (isDeno && typeof Deno.serve === 'function') {
   const serve = Deno.serve;
   Deno.serve = function pminitServe(arg1, arg2) {
     const options = typeof arg1 === 'object' && arg1 !== null ? arg1 : undefined;
-    const handler = typeof arg1 === 'function' ? arg1 : arg2;
-    if (options && (options.path !== undefined || options.cid !== undefined)) {
+    const handler = typeof arg1 === 'function' ? arg1 : typeof arg2 === 'function' ? arg2 : options?.handler;
+    if (options && (options.path !== undefined || options.cid !== undefined || options.tunnel === true)) {
       return serve.call(this, arg1, arg2);
     }
     if (!onPort(options?.port ?? 8000)) return serve.call(this, arg1, arg2);
-    const server = handler === undefined
-      ? serve.call(this, { ...options, reusePort: true })
-      : serve.call(this, { ...options, reusePort: true }, handler);
+    const serveOn = denoServeOnConnection();
+    const plain = !options || (options.cert === undefined && options.key === undefined &&
+      options.automaticCompression !== false);
+    const server = serveOn && typeof handler === 'function' && plain
+      ? new DenoServer(serveOn, options ?? {}, handler)
+      : serve.call(this, { ...options, reusePort: true }, ...(handler === undefined ? [] : [handler]));
     adopt(() => server.shutdown());
     return server;
   };
@@ -173,12 +502,70 @@ if (isDeno && typeof Deno.serve === 'function') {
     if (!options || !onPort(options.port)) return listen.apply(this, args);
     options.reusePort = true;
     const server = this;
-    server.once('listening', () => adopt(() => new Promise((resolve) => {
-      net.Server.prototype.close.call(server, () => resolve());
-      if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
-    })));
+    server.once('listening', () => adopt(() => drainNetServer(server)));
     return callback ? listen.call(this, options, callback) : listen.call(this, options);
   };
+}
+
+// Stops accepting, then waits for the connections. An HTTP server's (Deno's
+// node:http is a port of Node's: its connections list, the request
+// diagnostics channel, `shouldKeepAlive`) answer with Connection: close
+// from now on, and each is ended once quiet, as in src/preload.mjs; Node's
+// closeIdleConnections() would end them at once, under a request that may
+// be on its way.
+function drainNetServer(server) {
+  return new Promise((resolve) => {
+    let sweeper;
+    net.Server.prototype.close.call(server, () => {
+      clearInterval(sweeper);
+      resolve();
+    });
+    if (httpConnections(server) === undefined) {
+      if (typeof server.closeIdleConnections === 'function') server.closeIdleConnections();
+      return;
+    }
+    closeHttpWhileDraining(server);
+    const lastRead = new Map();
+    sweepHttp(server, lastRead);
+    sweeper = setInterval(() => sweepHttp(server, lastRead), SWEEP_MS);
+  });
+}
+
+// The sockets of an HTTP server (Deno's JS connections list), or undefined.
+function httpConnections(server) {
+  const key = Object.getOwnPropertySymbols(server).find((k) => k.description === 'http.server.connections');
+  const list = key === undefined ? undefined : server[key];
+  // Deno's primordials' SafeSet, not instanceof Set.
+  const all = list && list._all;
+  return all && typeof all[Symbol.iterator] === 'function' ? all : undefined;
+}
+
+// The HTTP servers draining: their answers carry Connection: close.
+const drainingHttp = new Set();
+function closeHttpWhileDraining(server) {
+  if (drainingHttp.size === 0) {
+    diagnostics.subscribe('http.server.request.start', ({ response, server: from }) => {
+      if (response && drainingHttp.has(from)) response.shouldKeepAlive = false;
+    });
+  }
+  drainingHttp.add(server);
+}
+
+// Ends each connection of `server` with no response under way that has
+// read nothing for SWEEP_MS (FRESH_MS before its first byte).
+function sweepHttp(server, lastRead) {
+  const now = performance.now();
+  for (const socket of httpConnections(server) ?? []) {
+    if (socket.destroyed) continue;
+    const response = socket._httpMessage;
+    const read = socket.bytesRead;
+    const seen = lastRead.get(socket);
+    if ((response && !response.finished) || seen === undefined || seen.read !== read) {
+      lastRead.set(socket, { read, at: now });
+    } else if (now - seen.at >= (read === 0 ? FRESH_MS : SWEEP_MS)) {
+      socket.destroy();
+    }
+  }
 }
 
 // ---- the stop signal -------------------------------------------------------

@@ -240,7 +240,7 @@ impl Launcher {
 
     /// Bun and Deno: the preload, once, before the first worker (src/runtime.rs).
     /// Returns lines for the log.
-    pub fn prepare_runtime(&mut self) -> Vec<String> {
+    pub fn prepare_runtime(&mut self) -> Vec<runtime::Line> {
         let Some(js) = self.program.js else {
             return Vec::new();
         };

@@ -193,8 +193,8 @@ pub fn start(config: crate::config::Config) -> Result<Running, StartError> {
     );
     let mut launcher = Launcher::new(program, sockets, options);
     // Bun and Deno (src/runtime.rs): their preload, and what to know.
-    for note in launcher.prepare_runtime() {
-        log::warn(&note);
+    for line in launcher.prepare_runtime() {
+        line.log();
     }
     let me = std::process::id() as i32;
     let shell = Shell {
