@@ -64,9 +64,15 @@ pub fn detect(argv0: &str, path: &Path) -> Option<Js> {
     by_name(argv0).or_else(|| by_shebang(&crate::spawn::script_head(path)))
 }
 
-/// The preload as a data: URL, with pminit's settings in its first line.
-pub fn preload_url(port: u16, stop_signal: &str) -> String {
-    let settings = serde_json::json!({ "port": port, "stopSignal": stop_signal });
+/// The preload as a data: URL, with pminit's settings in its first line;
+/// `serve`: the workers run `deno serve`, on this host (`--host`), whose
+/// `Deno.serve` call names no port or host (the preload fills them in).
+pub fn preload_url(port: u16, stop_signal: &str, serve: Option<&DenoServe>) -> String {
+    let mut settings = serde_json::json!({ "port": port, "stopSignal": stop_signal });
+    if let Some(s) = serve {
+        settings["serve"] = true.into();
+        settings["host"] = s.host.clone().into();
+    }
     let source = format!("const PMINIT = {settings};\n{PRELOAD}\n//# sourceURL={PRELOAD_NAME}\n");
     format!(
         "data:text/javascript;base64,{}",
@@ -83,10 +89,124 @@ pub fn bun_options(existing: Option<&str>, url: &str) -> String {
     }
 }
 
+/// `deno serve [OPTIONS] SCRIPT [ARGS]` as pminit runs it.
+///
+/// `deno serve` runs no `--preload` (checked on Deno 2.9.6: the module is
+/// never evaluated), so pminit runs the same script with `deno run` and
+/// `DENO_AUTO_SERVE=1` in its environment, which makes Deno serve the
+/// module's `export default { fetch }` exactly as `deno serve` does (the
+/// declarative server of `ext/http/00_serve.ts`, the same `Deno.serve`
+/// call, the same SIGTERM/SIGINT shutdown), and the preload applies.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DenoServe {
+    /// `--port`, else 8000 (`deno serve`'s default; it ignores `$PORT`).
+    pub port: u16,
+    /// `--host`, else 0.0.0.0.
+    pub host: String,
+    /// The `deno run` command line, without `--port`, `--host`,
+    /// `--parallel` and `--open`, with the network permission `deno serve`
+    /// grants by itself.
+    pub argv: Vec<String>,
+    /// Options dropped, for the log.
+    pub dropped: Vec<String>,
+}
+
+/// The options of `deno serve` (and `deno run`) that take their value as
+/// the next argument; every other one is a switch or takes `=value`
+/// (Deno's `libs/cli_parser/src/defs.rs`).
+const DENO_VALUE_OPTIONS: &[&str] = &[
+    "--port",
+    "--host",
+    "-c",
+    "--config",
+    "--import-map",
+    "--location",
+    "--seed",
+    "--cert",
+    "--ext",
+    "--preload",
+    "--import",
+    "--require",
+    "--conditions",
+    "--cpu-prof-dir",
+    "--cpu-prof-interval",
+    "--cpu-prof-name",
+    "-L",
+    "--log-level",
+    "--min-dep-age",
+];
+
+/// `deno serve ...` read: None when `argv` is not `deno serve`, an error
+/// for a port that is not one.
+pub fn deno_serve(argv: &[String]) -> Option<Result<DenoServe, String>> {
+    if argv.get(1).map(String::as_str) != Some("serve") {
+        return None;
+    }
+    let (mut port, mut host) = (None, None);
+    let (mut kept, mut dropped) = (vec![argv[0].clone(), "run".to_string()], Vec::new());
+    let mut net = None::<usize>;
+    let mut i = 2;
+    while i < argv.len() && argv[i].starts_with('-') && argv[i] != "-" {
+        let a = &argv[i];
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) if n.starts_with("--") => (n, Some(v.to_string())),
+            _ => (a.as_str(), None),
+        };
+        let takes_next = inline.is_none() && DENO_VALUE_OPTIONS.contains(&name);
+        let value = inline.or_else(|| takes_next.then(|| argv.get(i + 1).cloned()).flatten());
+        i += if takes_next { 2 } else { 1 };
+        match name {
+            "--port" => port = value,
+            "--host" => host = value,
+            "--parallel" | "--open" => dropped.push(name.to_string()),
+            _ => {
+                if matches!(name, "-A" | "--allow-all" | "-N" | "--allow-net") {
+                    net = Some(if value.is_some() {
+                        kept.len()
+                    } else {
+                        usize::MAX
+                    });
+                }
+                kept.push(a.clone());
+                if takes_next {
+                    kept.extend(value);
+                }
+            }
+        }
+    }
+    let port = match port {
+        None => 8000,
+        Some(p) => match p.parse::<u16>() {
+            Ok(p) => p,
+            Err(_) => return Some(Err(format!("deno serve --port {p}: not a port (0-65535)"))),
+        },
+    };
+    let host = host.unwrap_or_else(|| "0.0.0.0".to_string());
+    // What `deno serve` grants by itself: the address it listens on.
+    let address = if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    match net {
+        Some(usize::MAX) => {}
+        Some(at) => kept[at] = format!("{},{address}", kept[at]),
+        None => kept.push(format!("--allow-net={address}")),
+    }
+    kept.extend_from_slice(&argv[i..]);
+    Some(Ok(DenoServe {
+        port,
+        host,
+        argv: kept,
+        dropped,
+    }))
+}
+
 /// Deno: the command line with the preload, or why it gets none. It goes
 /// right after `run` (`deno run -A main.ts`) or after `deno` itself when
 /// the script comes first (`deno main.ts`, Deno 2); other subcommands
-/// (`deno task`, `deno serve`) are left alone.
+/// (`deno task`) are left alone; `deno serve` is made `deno run` first
+/// (deno_serve).
 pub fn deno_argv(argv: &[String], url: &str) -> Result<Vec<String>, String> {
     let at = match argv.get(1).map(String::as_str) {
         Some("run") => 2,
@@ -202,14 +322,28 @@ pub fn prepare(
     preload: bool,
     stop_signal: &str,
 ) -> (Option<Workers>, Vec<Line>) {
-    let port = std::env::var("PORT")
-        .ok()
-        .and_then(|p| p.trim().parse::<u16>().ok())
-        .filter(|&p| p > 0);
-    let Some(port) = port.filter(|_| preload) else {
+    if !preload {
+        return (None, Vec::new());
+    }
+    let serve = match (js == Js::Deno)
+        .then(|| deno_serve(&program.args()))
+        .flatten()
+    {
+        Some(Ok(s)) => Some(s),
+        Some(Err(why)) => return (None, vec![Line::Warn(why)]),
+        None => None,
+    };
+    let port = match &serve {
+        Some(s) => Some(s.port),
+        None => std::env::var("PORT")
+            .ok()
+            .and_then(|p| p.trim().parse::<u16>().ok()),
+    };
+    let Some(port) = port.filter(|&p| p > 0) else {
         return (None, Vec::new());
     };
-    let url = preload_url(port, stop_signal);
+    let url = preload_url(port, stop_signal, serve.as_ref());
+    let mut lines = Vec::new();
     let env = match js {
         Js::Bun => {
             let user = std::env::var("BUN_OPTIONS").ok();
@@ -218,9 +352,27 @@ pub fn prepare(
                 bun_options(user.as_deref(), &url),
             )]
         }
-        Js::Deno => match deno_argv(&program.args(), &url) {
+        Js::Deno => match deno_argv(serve.as_ref().map_or(&program.args(), |s| &s.argv), &url) {
             Ok(argv) => match program.set_args(&argv) {
-                Ok(()) => Vec::new(),
+                Ok(()) => match &serve {
+                    Some(s) => {
+                        lines.push(Line::Info {
+                            event: "deno_serve",
+                            message: format!(
+                                "deno serve runs no preload: each worker runs `deno run` with DENO_AUTO_SERVE=1, which serves the module's default export on {}:{} as deno serve does{}",
+                                s.host,
+                                s.port,
+                                if s.dropped.is_empty() {
+                                    String::new()
+                                } else {
+                                    format!(" ({} dropped: pminit runs the workers)", s.dropped.join(" "))
+                                }
+                            ),
+                        });
+                        vec![("DENO_AUTO_SERVE".to_string(), "1".to_string())]
+                    }
+                    None => Vec::new(),
+                },
                 Err(e) => return (None, vec![Line::Warn(format!("no preload for Deno: {e}"))]),
             },
             Err(why) => return (None, vec![Line::Warn(why)]),
@@ -232,7 +384,10 @@ pub fn prepare(
             env,
             reports_listening: true,
         }),
-        migrate_line(js, &migrate).into_iter().collect(),
+        lines
+            .into_iter()
+            .chain(migrate_line(js, &migrate))
+            .collect(),
     )
 }
 
@@ -300,6 +455,87 @@ mod tests {
     }
 
     #[test]
+    fn deno_serve_becomes_deno_run_with_its_address_and_permission() {
+        let serve = |v: &[&str]| deno_serve(&strings(v)).expect("serve").expect("valid");
+        assert_eq!(deno_serve(&strings(&["deno", "run", "main.ts"])), None);
+        assert_eq!(deno_serve(&strings(&["deno", "main.ts"])), None);
+        // Defaults: 0.0.0.0:8000, and the permission deno serve grants.
+        let s = serve(&["deno", "serve", "main.ts"]);
+        assert_eq!((s.port, s.host.as_str()), (8000, "0.0.0.0"));
+        assert_eq!(
+            s.argv,
+            strings(&["deno", "run", "--allow-net=0.0.0.0:8000", "main.ts"])
+        );
+        // --port and --host in both forms; their values never taken for
+        // the script; the app's own arguments after the script kept as
+        // they are, --port included.
+        let s = serve(&[
+            "/usr/bin/deno",
+            "serve",
+            "--port",
+            "3000",
+            "--host=127.0.0.1",
+            "-c",
+            "deno.json",
+            "--parallel",
+            "--env-file=.env",
+            "main.ts",
+            "--port",
+            "9",
+            "x",
+        ]);
+        assert_eq!((s.port, s.host.as_str()), (3000, "127.0.0.1"));
+        assert_eq!(
+            s.argv,
+            strings(&[
+                "/usr/bin/deno",
+                "run",
+                "-c",
+                "deno.json",
+                "--env-file=.env",
+                "--allow-net=127.0.0.1:3000",
+                "main.ts",
+                "--port",
+                "9",
+                "x"
+            ])
+        );
+        assert_eq!(s.dropped, strings(&["--parallel"]));
+        // Every network permission already given: nothing added; a list:
+        // the address joins it.
+        for all in ["-A", "--allow-all", "-N", "--allow-net"] {
+            let s = serve(&["deno", "serve", all, "--port=80", "m.ts"]);
+            assert_eq!(s.argv, strings(&["deno", "run", all, "m.ts"]), "{all}");
+        }
+        let s = serve(&[
+            "deno",
+            "serve",
+            "--allow-net=db:5432",
+            "--host",
+            "::1",
+            "m.ts",
+        ]);
+        assert_eq!(
+            s.argv,
+            strings(&["deno", "run", "--allow-net=db:5432,[::1]:8000", "m.ts"])
+        );
+        // And then the preload goes after `run`, as for any deno run.
+        assert_eq!(
+            deno_argv(&s.argv, "data:x").expect("run"),
+            strings(&[
+                "deno",
+                "run",
+                "--preload=data:x",
+                "--unstable-net",
+                "--allow-net=db:5432,[::1]:8000",
+                "m.ts"
+            ])
+        );
+        let bad = deno_serve(&strings(&["deno", "serve", "--port", "http", "m.ts"]));
+        assert!(bad.expect("serve").unwrap_err().contains("--port http"));
+    }
+
+    #[test]
     fn bun_options_keep_the_users_own() {
         assert_eq!(bun_options(None, "data:x"), "--preload=data:x");
         assert_eq!(bun_options(Some(" "), "data:x"), "--preload=data:x");
@@ -311,7 +547,7 @@ mod tests {
 
     #[test]
     fn the_preload_carries_the_settings_in_its_first_line() {
-        let url = preload_url(3000, "SIGINT");
+        let url = preload_url(3000, "SIGINT", None);
         let b64 = url
             .strip_prefix("data:text/javascript;base64,")
             .expect("data url");

@@ -46,6 +46,12 @@ const isDeno = !isBun && typeof globalThis.Deno !== 'undefined';
 const config = typeof PMINIT === 'object' && PMINIT !== null ? PMINIT : {};
 const ourPort = Number(config.port);
 const stopSignal = config.stopSignal || 'SIGINT';
+// `deno serve` run as `deno run` with DENO_AUTO_SERVE (src/runtime.rs):
+// Deno's own Deno.serve call for the default export passes port 0 and no
+// host, so they are `--port` (our port) and `--host` instead.
+const serveMode = config.serve === true;
+const denoPort = (port) => (serveMode && !port ? ourPort : port ?? 8000);
+const denoHost = (hostname) => (serveMode && !hostname ? config.host : hostname) ?? '0.0.0.0';
 const GOING_AWAY = 1001;
 // The drain ends a connection once no request has started on it for
 // SWEEP_MS (one that has not sent its first request yet: FRESH_MS),
@@ -301,8 +307,8 @@ class DenoServer {
     this.#handler = handler;
     this.#onError = typeof options.onError === 'function' ? options.onError : internalServerError;
     this.#listener = Deno.listen({
-      hostname: options.hostname ?? '0.0.0.0',
-      port: Number(options.port ?? 8000),
+      hostname: denoHost(options.hostname),
+      port: Number(denoPort(options.port)),
       reusePort: true,
       ...(options.tcpBacklog === undefined ? {} : { tcpBacklog: options.tcpBacklog }),
     });
@@ -446,13 +452,14 @@ if (isDeno && typeof Deno.serve === 'function') {
     if (options && (options.path !== undefined || options.cid !== undefined || options.tunnel === true)) {
       return serve.call(this, arg1, arg2);
     }
-    if (!onPort(options?.port ?? 8000)) return serve.call(this, arg1, arg2);
+    if (!onPort(denoPort(options?.port))) return serve.call(this, arg1, arg2);
     const serveOn = denoServeOnConnection();
     const plain = !options || (options.cert === undefined && options.key === undefined &&
       options.automaticCompression !== false);
     const server = serveOn && typeof handler === 'function' && plain
       ? new DenoServer(serveOn, options ?? {}, handler)
-      : serve.call(this, { ...options, reusePort: true }, ...(handler === undefined ? [] : [handler]));
+      : serve.call(this, { ...options, port: Number(denoPort(options?.port)),
+        hostname: denoHost(options?.hostname), reusePort: true }, ...(handler === undefined ? [] : [handler]));
     adopt(() => server.shutdown());
     return server;
   };

@@ -159,9 +159,12 @@ fn answering_pids(port: u16, n: usize) -> std::collections::BTreeSet<i32> {
 /// `-i 2`: both workers answer on the one port; 3 reloads under
 /// closed-loop load (a new connection per request, or keep-alive); TERM:
 /// exit 0. Returns the load's report.
-fn two_workers_reload_and_stop(command: Vec<String>, keep_alive: bool) -> LoadReport {
+fn two_workers_reload_and_stop(
+    command: impl FnOnce(u16) -> Vec<String>,
+    keep_alive: bool,
+) -> LoadReport {
     let port = free_port();
-    let mut run = start(port, &command, &["-i", "2"]);
+    let mut run = start(port, &command(port), &["-i", "2"]);
     // Logged before the first worker starts.
     run.expect_err("set net.ipv4.tcp_migrate_req=1 (was 0)");
     run.expect_ready(2);
@@ -207,6 +210,15 @@ fn two_workers_reload_and_stop(command: Vec<String>, keep_alive: bool) -> LoadRe
 }
 
 fn zero_failed(test: &'static str, command: Vec<String>, keep_alive: bool) {
+    zero_failed_on(test, move |_| command, keep_alive);
+}
+
+/// zero_failed for a command that names the port itself.
+fn zero_failed_on(
+    test: &'static str,
+    command: impl FnOnce(u16) -> Vec<String> + Send + 'static,
+    keep_alive: bool,
+) {
     in_netns(test, ProcSys::Writable, move || {
         let report = two_workers_reload_and_stop(command, keep_alive);
         assert_eq!(report.failures, Vec::<String>::new(), "{} ok", report.ok);
@@ -303,6 +315,67 @@ fn deno_serve_keep_alive_reload_zero_failed_stop_exits_0() {
         s(&[&deno.to_string_lossy(), "run", "-A", "deno_serve_async.ts"]),
         true,
     );
+}
+
+/// `deno serve --port N` (which runs no preload): pminit runs the script
+/// with `deno run` and DENO_AUTO_SERVE, with only the network permission
+/// `deno serve` grants; the same reloads on new connections and on
+/// keep-alive fail nothing.
+#[test]
+fn deno_serve_command_two_workers_reload_zero_failed_stop_exits_0() {
+    let test = "deno_serve_command";
+    let Some(deno) = deno(test) else { return };
+    for keep_alive in [false, true] {
+        let deno = deno.clone();
+        zero_failed_on(
+            test,
+            move |port| {
+                s(&[
+                    &deno.to_string_lossy(),
+                    "serve",
+                    "--port",
+                    &port.to_string(),
+                    "deno_serve_export.ts",
+                ])
+            },
+            keep_alive,
+        );
+    }
+}
+
+/// `deno serve --host 127.0.0.1`: the workers listen there, and pminit
+/// says once how it runs them.
+#[test]
+fn deno_serve_command_keeps_its_host() {
+    let test = "deno_serve_host";
+    let Some(deno) = deno(test) else { return };
+    in_netns(test, ProcSys::Writable, move || {
+        let port = free_port();
+        let command = s(&[
+            &deno.to_string_lossy(),
+            "serve",
+            &format!("--port={port}"),
+            "--host",
+            "127.0.0.1",
+            "--parallel",
+            "deno_serve_export.ts",
+        ]);
+        let mut run = start(port, &command, &["-i", "2"]);
+        let line = run.expect_err("deno serve runs no preload");
+        assert!(line.contains(&format!("127.0.0.1:{port}")), "{line}");
+        assert!(line.contains("--parallel dropped"), "{line}");
+        run.expect_ready(2);
+        assert_eq!(answering_pids(port, 100).len(), 2, "both workers answer");
+        let listening = std::fs::read_to_string("/proc/thread-self/net/tcp").expect("tcp table");
+        let on = format!("0100007F:{port:04X} 00000000:0000 0A");
+        assert_eq!(
+            listening.matches(&on).count(),
+            2,
+            "two listeners on 127.0.0.1"
+        );
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    });
 }
 
 /// Where pminit cannot set `tcp_migrate_req` (a container's read-only
