@@ -141,18 +141,42 @@ function trackBunWebSockets(options) {
   };
 }
 
-// While `drain.on`, the answers of `options.fetch` carry Connection: close;
-// `drain.requests` counts the requests from then on.
+// A handler's `result` (a Response or a promise of one); while `drain.on`,
+// with Connection: close, and counted in `drain.requests`.
+function answerWhileDraining(result, drain) {
+  if (!drain.on) return result;
+  drain.requests += 1;
+  return result instanceof Promise ? result.then(closing) : closing(result);
+}
+
+// Starts `drain` (answers carry Connection: close from now on), then calls
+// `stop` once no request has arrived for SWEEP_MS, or FRESH_MS after the
+// start under load that does not let up: by then every keep-alive client
+// has had its Connection: close. Resolves with what `stop` returns.
+function quietThen(drain, stop) {
+  drain.on = true;
+  const since = performance.now();
+  return new Promise((resolve) => {
+    let seen = -1;
+    const timer = setInterval(() => {
+      if (drain.requests !== seen && performance.now() - since < FRESH_MS) {
+        seen = drain.requests;
+        return;
+      }
+      clearInterval(timer);
+      resolve(stop());
+    }, SWEEP_MS);
+  });
+}
+
+// `options` with a `fetch` whose answers close while draining.
 function closingWhileDraining(options, drain) {
   const fetch = options.fetch;
   if (typeof fetch !== 'function') return options;
   return {
     ...options,
     fetch(request, server) {
-      const result = fetch.call(this, request, server);
-      if (!drain.on) return result;
-      drain.requests += 1;
-      return result instanceof Promise ? result.then(closing) : closing(result);
+      return answerWhileDraining(fetch.call(this, request, server), drain);
     },
   };
 }
@@ -180,23 +204,10 @@ async function closeNodeHttpWhileDraining(drain) {
 // requests and those that have not sent one yet, under a request that may
 // be on its way. So first every answer carries Connection: close (each
 // keep-alive client then sends its next request elsewhere), and stop()
-// comes once no request has arrived for SWEEP_MS, or FRESH_MS after the
-// signal under load that does not let up.
+// comes once the server is quiet (quietThen).
 async function drainBun(server, drain, nodeHttp) {
-  drain.on = true;
-  const since = performance.now();
   if (nodeHttp) await closeNodeHttpWhileDraining(drain);
-  return new Promise((resolve) => {
-    let seen = -1;
-    const timer = setInterval(() => {
-      if (drain.requests !== seen && performance.now() - since < FRESH_MS) {
-        seen = drain.requests;
-        return;
-      }
-      clearInterval(timer);
-      resolve(server.stop(false));
-    }, SWEEP_MS);
-  });
+  return quietThen(drain, () => server.stop(false));
 }
 
 if (isBun && typeof Bun.serve === 'function') {
@@ -229,10 +240,10 @@ if (isBun && typeof Bun.serve === 'function') {
 // (Deno[Deno.internal].serveHttpOnConnection, the same native server;
 // Deno's tests/unit/serve_test.ts uses it). Then a drain can close the
 // listener first and end each connection only when it is quiet. Without
-// that internal (another Deno), Deno.serve itself with reusePort, as
-// before; also for TLS and `automaticCompression: false`, which the
-// one-connection server does not take.
-
+// that internal (another Deno), Deno.serve itself with reusePort
+// (denoServeNative); also for TLS and `automaticCompression: false`, which
+// the one-connection server does not take, and after a WebSocket upgrade
+// (DenoServer).
 
 function denoServeOnConnection() {
   try {
@@ -251,6 +262,21 @@ function internalServerError(error) {
     status: 500,
     headers: { 'content-type': 'text/plain;charset=utf-8' },
   });
+}
+
+// Deno.serve itself, with reusePort, its answers closing while it drains:
+// {server, drain()}. Its shutdown() ends at once the connections between
+// requests and those that have sent nothing yet, so drain() first makes
+// the keep-alive clients go (quietThen); what it still cuts off is a
+// connection accepted just before and not read yet.
+function denoServeNative(serve, options, handler) {
+  const drain = { on: false, requests: 0 };
+  const answer = handler.length === 0
+    ? () => answerWhileDraining(handler(), drain)
+    : (request, info) => answerWhileDraining(handler(request, info), drain);
+  const server = serve.call(Deno, { ...options, port: Number(denoPort(options.port)),
+    hostname: denoHost(options.hostname), reusePort: true }, answer);
+  return { server, drain: () => quietThen(drain, () => server.shutdown()) };
 }
 
 // The app's handler, counting the requests of connection `c` and the
@@ -284,9 +310,22 @@ function countingHandler(c, server, handler) {
   };
 }
 
+// The DenoServers of this worker (a WebSocket upgrade switches them all).
+const denoServers = new Set();
+
 // Deno.serve on a listener of our own, one Deno HTTP server per
 // connection; what Deno.serve returns (a Deno.HttpServer).
+//
+// But Deno's one-connection server cannot keep a WebSocket: once the
+// upgrade's 101 is out, the connection's HTTP part ends
+// (serve_http11_raw returns), op_http_wait resolves, and serveHttpOn's
+// `finished` closes that server by force (op_http_close(rid, false)),
+// which force-closes the WebSockets upgraded on it (begin_shutdown,
+// ext/http/http_next.rs and service.rs): the client sees 1006. So the
+// first Deno.upgradeWebSocket in the worker turns it to Deno.serve itself
+// for every later connection (toNative); the WebSocket under way is lost.
 class DenoServer {
+  #denoServe;
   #serveOn;
   #options;
   #handler;
@@ -299,9 +338,13 @@ class DenoServer {
   #finished = Promise.withResolvers();
   #shutdown = undefined;
   #sweeper = undefined;
+  // After a WebSocket upgrade: {server, drain()} of Deno.serve itself.
+  #native = undefined;
+  #nativeDone = false;
   draining = false;
 
-  constructor(serveOn, options, handler) {
+  constructor(serve, serveOn, options, handler) {
+    this.#denoServe = serve;
     this.#serveOn = serveOn;
     this.#options = options;
     this.#handler = handler;
@@ -315,6 +358,7 @@ class DenoServer {
     options.signal?.addEventListener('abort', () => this.#abort(), { once: true });
     this.#acceptAll();
     this.#announce();
+    denoServers.add(this);
   }
 
   get addr() {
@@ -335,20 +379,40 @@ class DenoServer {
       this.#sweep();
       this.#sweeper = setInterval(() => this.#sweep(), SWEEP_MS);
       if (typeof Deno.unrefTimer === 'function') Deno.unrefTimer(this.#sweeper);
+      this.#native?.drain();
       this.#shutdown = this.#finished.promise.catch(() => {});
     }
     return this.#shutdown;
   }
 
+  // New connections to Deno.serve itself (a second reusePort socket, then
+  // ours closes: what is queued on it moves over); ours end as they do.
+  toNative() {
+    if (this.#native !== undefined || this.draining) return;
+    const addr = this.#listener.addr;
+    const options = { ...this.#options, hostname: addr.hostname, port: addr.port, onListen() {} };
+    this.#native = denoServeNative(this.#denoServe, options, this.#handler);
+    if (!this.#referenced) this.#native.server.unref();
+    const done = (error) => {
+      if (error !== undefined && this.#failure === undefined) this.#failure = error;
+      this.#nativeDone = true;
+      this.#settle();
+    };
+    this.#native.server.finished.then(() => done(), done);
+    this.#closeListener();
+  }
+
   ref() {
     this.#referenced = true;
     this.#listener.ref();
+    this.#native?.server.ref();
     for (const c of this.#connections) c.server.ref();
   }
 
   unref() {
     this.#referenced = false;
     this.#listener.unref();
+    this.#native?.server.unref();
     for (const c of this.#connections) c.server.unref();
   }
 
@@ -422,7 +486,8 @@ class DenoServer {
     }
   }
 
-  // The app's signal: stop everything now, as Deno.serve does.
+  // The app's signal: stop everything now, as Deno.serve does (the native
+  // server has the signal too).
   #abort() {
     this.#closeListener();
     for (const c of this.#connections) c.abort.abort();
@@ -438,6 +503,8 @@ class DenoServer {
 
   #settle() {
     if (this.#accepting || this.#connections.size > 0) return;
+    if (this.#native !== undefined && !this.#nativeDone) return;
+    denoServers.delete(this);
     if (this.#sweeper !== undefined) clearInterval(this.#sweeper);
     if (this.#failure === undefined) this.#finished.resolve();
     else this.#finished.reject(this.#failure);
@@ -456,16 +523,20 @@ if (isDeno && typeof Deno.serve === 'function') {
     const serveOn = denoServeOnConnection();
     const plain = !options || (options.cert === undefined && options.key === undefined &&
       options.automaticCompression !== false);
-    const server = serveOn && typeof handler === 'function' && plain
-      ? new DenoServer(serveOn, options ?? {}, handler)
-      : serve.call(this, { ...options, port: Number(denoPort(options?.port)),
-        hostname: denoHost(options?.hostname), reusePort: true }, ...(handler === undefined ? [] : [handler]));
-    adopt(() => server.shutdown());
-    return server;
+    if (serveOn && typeof handler === 'function' && plain) {
+      const server = new DenoServer(serve, serveOn, options ?? {}, handler);
+      adopt(() => server.shutdown());
+      return server;
+    }
+    if (typeof handler !== 'function') return serve.call(this, arg1, arg2); // Deno's own error
+    const native = denoServeNative(serve, options ?? {}, handler);
+    adopt(native.drain);
+    return native.server;
   };
   const upgrade = Deno.upgradeWebSocket;
   if (typeof upgrade === 'function') {
     Deno.upgradeWebSocket = function pminitUpgrade(...args) {
+      for (const server of denoServers) server.toNative();
       const result = upgrade.apply(this, args);
       const socket = result && result.socket;
       if (socket) {
