@@ -210,6 +210,7 @@ fn bad_files_and_fields_are_one_line_naming_the_file_and_the_field() {
         "throw new Error('DATABASE_URL is not set');\n",
     );
     let not_json = w("broken.json", "{ \"apps\": [ { \"script\": \"a.js\" } ] ");
+    let open_comment = w("comment.json", "{\n  \"apps\": [] /* to do\n");
     let instances = w(
         "instances.json",
         r#"{"apps": [{"script": "a.js", "instances": "lots"}]}"#,
@@ -249,6 +250,10 @@ fn bad_files_and_fields_are_one_line_naming_the_file_and_the_field() {
         (
             vec!["--config", &not_json],
             vec![&not_json, "not valid JSON"],
+        ),
+        (
+            vec!["--config", &open_comment],
+            vec![&open_comment, "line 2: a comment that does not end"],
         ),
         (
             vec!["--config", &instances],
@@ -354,6 +359,18 @@ fn typescript_and_yaml_ecosystem_files_start_their_apps() {
             format!(
                 "# pm2's YAML shape\napps:\n  - name: api\n    script: plain.js\n    instances: 2\n    cwd: {cwd:?}\n    env:\n      GREETING: hello\n"
             ),
+        ),
+        (
+            // What pm2 reads in a .json file (it evaluates it as
+            // JavaScript): comments, trailing commas, bare keys, quotes.
+            "ecosystem.json",
+            format!(
+                "// written by hand\n{{\n  apps: [{{\n    name: 'api', /* the service */\n    script: 'plain.js',\n    instances: 2,\n    cwd: {cwd:?},\n  }},],\n}}\n"
+            ),
+        ),
+        (
+            "ecosystem.json5",
+            format!("{{apps: [{{name: 'api', script: 'plain.js', instances: 2, cwd: {cwd:?},}}]}}"),
         ),
     ];
     for node in node_versions(test) {

@@ -176,7 +176,7 @@ fn exchange(inv: &Invocation, each: &mut dyn FnMut(Reply) -> Option<u8>) -> Resu
         pending.extend_from_slice(&buf[..n]);
         while let Some(end) = pending.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
-            let reply: Reply = serde_json::from_slice(&line[..end])
+            let reply = Reply::parse(&line[..end])
                 .map_err(|e| format!("cannot understand pminit's answer: {e}"))?;
             if let Some(code) = each(reply) {
                 return Ok(code);

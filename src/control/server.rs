@@ -483,7 +483,7 @@ mod tests {
     fn replies(client: UnixStream) -> Vec<Reply> {
         std::io::BufReader::new(client)
             .lines()
-            .map(|l| serde_json::from_str(&l.expect("line")).expect("a reply"))
+            .map(|l| Reply::parse(l.expect("line").as_bytes()).expect("a reply"))
             .collect()
     }
 

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use crate::options::{FileValue, Id, Kind, Pm2, OPTIONS};
 
 mod fields;
+mod json5;
 mod read;
 mod yaml;
 

@@ -1,5 +1,5 @@
-//! Reading an ecosystem file into JSON: `.json` parsed here, `.yaml`/`.yml`
-//! by yaml.rs; `.js`, `.cjs`, `.mjs` and `.ts`, `.mts`, `.cts` (Node's type
+//! Reading an ecosystem file into JSON: `.json` parsed here (with what pm2
+//! also reads in one, json5.rs; `.json5` the same), `.yaml`/`.yml` by yaml.rs; `.js`, `.cjs`, `.mjs` and `.ts`, `.mts`, `.cts` (Node's type
 //! stripping, Node >= 22.18) evaluated by `node` with a tiny loader, its output bounded
 //! by `MAX_OUTPUT` and its time by `EVAL_TIMEOUT`.
 
@@ -8,9 +8,14 @@ use super::*;
 pub(super) fn read(file: &str) -> Result<Value, String> {
     let lower = file.to_ascii_lowercase();
     let has = |exts: &[&str]| exts.iter().any(|x| lower.ends_with(x));
-    if has(&[".json"]) {
+    if has(&[".json", ".json5"]) {
         let text = read_bounded(file)?;
-        serde_json::from_str(&text).map_err(|e| format!("{file}: not valid JSON: {e}"))
+        match serde_json::from_str(&text) {
+            Ok(v) if !has(&[".json5"]) => Ok(v),
+            _ => super::json5::to_json(&text)
+                .and_then(|strict| serde_json::from_str(&strict).map_err(|e| e.to_string()))
+                .map_err(|e| format!("{file}: not valid JSON (nor JSON5, as pm2 reads it): {e}")),
+        }
     } else if has(&[".yaml", ".yml"]) {
         let text = read_bounded(file)?;
         super::yaml::parse(&text).map_err(|e| format!("{file}: {e}"))
@@ -22,7 +27,7 @@ pub(super) fn read(file: &str) -> Result<Value, String> {
         serde_json::from_str(&text).map_err(|e| format!("{file}: not valid JSON: {e}"))
     } else {
         Err(format!(
-            "--config: invalid value {file:?}: expected a pm2 ecosystem file ending in .js, .cjs, .mjs, .ts, .mts, .cts, .json, .yaml or .yml"
+            "--config: invalid value {file:?}: expected a pm2 ecosystem file ending in .js, .cjs, .mjs, .ts, .mts, .cts, .json, .json5, .yaml or .yml"
         ))
     }
 }
