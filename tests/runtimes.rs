@@ -246,6 +246,21 @@ fn bun_serve_two_workers_one_port_reload_zero_failed_stop_exits_0() {
     zero_failed(test, s(&[&bun.to_string_lossy(), "bun_serve.js"]), false);
 }
 
+/// `export default { fetch }` in a TypeScript file, which Bun serves by
+/// itself: the same reloads, on new connections and on keep-alive.
+#[test]
+fn bun_default_export_two_workers_reload_zero_failed_stop_exits_0() {
+    let test = "bun_default_export";
+    let Some(bun) = bun(test) else { return };
+    for keep_alive in [false, true] {
+        zero_failed(
+            test,
+            s(&[&bun.to_string_lossy(), "bun_export.ts"]),
+            keep_alive,
+        );
+    }
+}
+
 #[test]
 fn bun_node_http_two_workers_one_port_reload_zero_failed_stop_exits_0() {
     let test = "bun_node_http_two_workers";
