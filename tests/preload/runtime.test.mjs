@@ -216,3 +216,27 @@ test('Deno.serve WebSockets: the first upgrade turns the worker to Deno.serve it
   assert.equal(await within(closed, 'the close frame'), 1001);
   assert.deepEqual(await w.exited(), { code: 0, signal: null });
 });
+
+const BUN_WEBSOCKET = `
+Bun.serve({
+  hostname: '127.0.0.1',
+  fetch(request, server) {
+    if (server.upgrade(request)) return undefined;
+    return new Response('http\\n');
+  },
+  websocket: { message(socket, text) { socket.send('echo:' + text); } },
+});
+`;
+
+test('Bun.serve WebSockets work and get 1001 on the stop signal; the worker exits 0', async (t) => {
+  const w = await worker(t, 'bun', BUN_WEBSOCKET);
+  if (!w) return;
+  const first = await webSocket(t, w.port, 'first');
+  assert.equal(first.echo, 'echo:first');
+  const second = await webSocket(t, w.port, 'second');
+  assert.equal(second.echo, 'echo:second');
+  const closes = [first, second].map(({ socket }) => new Promise((resolve) => socket.once('close', resolve)));
+  w.child.kill('SIGINT');
+  assert.deepEqual(await within(Promise.all(closes), 'the close frames'), [1001, 1001]);
+  assert.deepEqual(await w.exited(), { code: 0, signal: null });
+});
