@@ -561,6 +561,45 @@ if (isDeno && typeof Deno.serve === 'function') {
   };
 }
 
+// ---- node:http upgrades (ws, socket.io, raw) --------------------------------
+
+// A node:http server's 'upgrade: websocket' sockets on our port, as ws and
+// socket.io keep them: on the stop signal each gets a close frame (1001),
+// through the ws library's WebSocket when there is one (it then runs the
+// closing handshake), else written raw; and is destroyed CLOSE_GRACE_MS
+// later, so that a client that never answers cannot hold the exit. Hooked
+// on http.Server's emit (one string compare per event), loaded after the
+// preload so the app's start-up does not wait for node:http.
+const rawWebSockets = new Set();
+const CLOSE_GRACE_MS = 2000;
+import('node:http').then((http) => {
+  const emit = http.Server.prototype.emit;
+  http.Server.prototype.emit = function pminitUpgrade(event, request, socket) {
+    if (event === 'upgrade' && socket && String(request?.headers?.upgrade).toLowerCase() === 'websocket' &&
+        typeof this.address === 'function' && onPort(this.address()?.port)) {
+      rawWebSockets.add(socket);
+      socket.once('close', () => rawWebSockets.delete(socket));
+    }
+    return emit.apply(this, arguments);
+  };
+}, () => {});
+
+function closeRawWebSocket(socket) {
+  if (socket.destroyed) return;
+  const ws = Object.getOwnPropertySymbols(socket)
+    .filter((k) => k.description === 'websocket').map((k) => socket[k])
+    .find((w) => w && typeof w.close === 'function');
+  try {
+    if (ws) ws.close(GOING_AWAY, 'server going away');
+    else if (socket.writable) socket.end(new Uint8Array([0x88, 0x02, GOING_AWAY >> 8, GOING_AWAY & 0xff]));
+  } catch {
+    socket.destroy();
+  }
+  const timer = setTimeout(() => socket.destroy(), CLOSE_GRACE_MS);
+  if (typeof timer.unref === 'function') timer.unref();
+  else if (isDeno) Deno.unrefTimer(timer);
+}
+
 // ---- node:net (node:http on Deno; plain TCP servers on both) --------------
 
 {
@@ -673,6 +712,7 @@ function onStop() {
       // Already closing.
     }
   }
+  for (const socket of rawWebSockets) closeRawWebSocket(socket);
   const stops = [...servers].map((stop) => {
     try {
       return Promise.resolve(stop()).catch(() => {});

@@ -240,3 +240,35 @@ test('Bun.serve WebSockets work and get 1001 on the stop signal; the worker exit
   assert.deepEqual(await within(Promise.all(closes), 'the close frames'), [1001, 1001]);
   assert.deepEqual(await w.exited(), { code: 0, signal: null });
 });
+
+// node:http with its own 'upgrade' handler (no WebSocket library): the
+// raw upgraded socket, as ws and socket.io keep it.
+const NODE_HTTP_RAW_WEBSOCKET = `
+import http from 'node:http';
+import crypto from 'node:crypto';
+const server = http.createServer((req, res) => res.end('http\\n'));
+server.on('upgrade', (req, socket) => {
+  const accept = crypto.createHash('sha1')
+    .update(req.headers['sec-websocket-key'] + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+  socket.write('HTTP/1.1 101 Switching Protocols\\r\\nUpgrade: websocket\\r\\nConnection: Upgrade\\r\\n' +
+    'Sec-WebSocket-Accept: ' + accept + '\\r\\n\\r\\n');
+  const text = Buffer.from('echo:hello');
+  socket.write(Buffer.concat([Buffer.from([0x81, text.length]), text]));
+  socket.on('data', () => {});
+  socket.on('error', () => {});
+});
+server.listen(Number(process.env.PORT), '127.0.0.1');
+`;
+
+for (const runtime of ['bun', 'deno']) {
+  test(`node:http on ${runtime}: a raw upgraded WebSocket gets 1001 on the stop signal and the worker exits 0`, async (t) => {
+    const w = await worker(t, runtime, NODE_HTTP_RAW_WEBSOCKET);
+    if (!w) return;
+    const open = await webSocket(t, w.port, 'hello');
+    assert.equal(open.echo, 'echo:hello');
+    const closed = new Promise((resolve) => open.socket.once('close', resolve));
+    w.child.kill('SIGINT');
+    assert.equal(await within(closed, 'the close frame'), 1001);
+    assert.deepEqual(await w.exited(), { code: 0, signal: null });
+  });
+}
