@@ -808,6 +808,17 @@ def blocks(res):
     def prow(label, value, compare=()):
         return line(f"| {label} | ", *opt(*value), " | ", *opt(*compare), " |")
 
+    def soak_rows(k, what):
+        """A soak's RSS (and heap) row and its fds row."""
+        return [
+            prow(f"soak: those {what}, RSS of PID 1 start → end (slope per 1,000); of it heap (RssAnon)",
+                 (num(R, f"{k}/rss_kb_start"), " → ", num(R, f"{k}/rss_kb_end"), " kB (",
+                  num(R, f"{k}/rss_slope_kb_per_1000", d=2), " kB); ", num(R, f"{k}/anon_kb_start"), " → ",
+                  num(R, f"{k}/anon_kb_end"), " kB (", num(R, f"{k}/anon_slope_kb_per_1000", d=2), " kB)")),
+            prow(f"soak: those {what}, open fds of PID 1 start → end",
+                 (num(R, f"{k}/fds_start"), " → ", num(R, f"{k}/fds_end"))),
+        ]
+
     p = ["", "| pminit alone | pminit | for comparison |", "|---|---|---|",
          prow("binary size", (num(R, "sizes/pminit/bytes"), " bytes"),
               ("tini-static ", num(R, "sizes/tini-static/bytes"), ", catatonit ",
@@ -822,20 +833,10 @@ def blocks(res):
          prow("soak: rolling reloads of 4 `sleep` workers (`--min-uptime 10ms`), one after the other",
               (num(R, f"{s}/events"), ", median ", num(R, f"{s}/reload_ms_median", d=1), " ms each, ",
                num(R, f"{s}/failed"), " failed")),
-         prow("soak: those reloads, RSS of PID 1 start → end (slope per 1,000); of it heap (RssAnon)",
-              (num(R, f"{s}/rss_kb_start"), " → ", num(R, f"{s}/rss_kb_end"), " kB (",
-               num(R, f"{s}/rss_slope_kb_per_1000", d=2), " kB); ", num(R, f"{s}/anon_kb_start"), " → ",
-               num(R, f"{s}/anon_kb_end"), " kB (", num(R, f"{s}/anon_slope_kb_per_1000", d=2), " kB)")),
-         prow("soak: those reloads, open fds of PID 1 start → end",
-              (num(R, f"{s}/fds_start"), " → ", num(R, f"{s}/fds_end"))),
+         *soak_rows(s, "reloads"),
          prow("soak: crash restarts (workers exit 1 after 50 ms, `--min-uptime 10ms`)",
               (num(R, f"{c}/events"), ", ", num(R, f"{c}/crash_loops"), " crash loops")),
-         prow("soak: those restarts, RSS of PID 1 start → end (slope per 1,000); of it heap (RssAnon)",
-              (num(R, f"{c}/rss_kb_start"), " → ", num(R, f"{c}/rss_kb_end"), " kB (",
-               num(R, f"{c}/rss_slope_kb_per_1000", d=2), " kB); ", num(R, f"{c}/anon_kb_start"), " → ",
-               num(R, f"{c}/anon_kb_end"), " kB (", num(R, f"{c}/anon_slope_kb_per_1000", d=2), " kB)")),
-         prow("soak: those restarts, open fds of PID 1 start → end",
-              (num(R, f"{c}/fds_start"), " → ", num(R, f"{c}/fds_end"))),
+         *soak_rows(c, "restarts"),
          prow("keep-alive req/s, liveness on ÷ off (bench/healing.py's paired rounds)",
               (num(R, "liveness/rps_ratio/median", d=3), "×, median of ", num(R, "liveness/rounds"))),
          ""]
