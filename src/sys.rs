@@ -395,6 +395,18 @@ fn parse_pss(smaps_rollup: &str) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Sets O_NONBLOCK on `fd`'s open file description (shared by every
+/// process holding a copy of it). A failure leaves it as it was.
+pub fn set_nonblocking(fd: BorrowedFd<'_>) {
+    // SAFETY: F_GETFL/F_SETFL on a live fd; no memory is passed.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl >= 0 && fl & libc::O_NONBLOCK == 0 {
+            libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK);
+        }
+    }
+}
+
 /// Gives the heap's free pages back to the kernel. A spawn's environment
 /// and a dead worker's buffers leave free chunks below the top of the heap,
 /// which glibc keeps resident; this releases every whole free page (about

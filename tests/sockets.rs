@@ -454,3 +454,97 @@ fn junk_and_floods_of_listen_requests_get_errors_and_pminit_carries_on() {
         assert!(code == 0 || code == 130, "{code}: {}", run.transcript());
     }
 }
+
+/// The listening sockets a Node worker holds, `(port, O_NONBLOCK set)`:
+/// the TCP listeners in /proc/PID/net/tcp{,6} matched to its fds by inode.
+fn listening_sockets(pid: i32) -> Vec<(u16, bool)> {
+    let mut ports = std::collections::HashMap::new();
+    for table in ["tcp", "tcp6"] {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // st 0A: LISTEN; the local address ends in :PORT (hex).
+            if f.len() > 9 && f[3] == "0A" {
+                let port = u16::from_str_radix(f[1].rsplit(':').next().unwrap_or(""), 16);
+                if let Ok(port) = port {
+                    ports.insert(f[9].to_string(), port);
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fds")
+        .flatten()
+    {
+        let Ok(link) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let link = link.to_string_lossy().into_owned();
+        let Some(inode) = link
+            .strip_prefix("socket:[")
+            .and_then(|s| s.strip_suffix(']'))
+        else {
+            continue;
+        };
+        let Some(&port) = ports.get(inode) else {
+            continue;
+        };
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            entry.file_name().to_string_lossy()
+        ))
+        .expect("fdinfo");
+        let flags = info
+            .lines()
+            .find_map(|l| l.strip_prefix("flags:"))
+            .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+            .expect("flags");
+        out.push((port, flags & libc::O_NONBLOCK as u32 != 0));
+    }
+    out
+}
+
+/// Every listening socket a worker gets from pminit is non-blocking, the
+/// ones sent over IPC (an extra port the app asked for) included: Node
+/// takes a received socket as it is, and a blocking listener shared by two
+/// workers froze the one whose accept() lost the race for a connection
+/// (it then ignored SIGINT until SIGKILL: a CI run caught it).
+#[test]
+fn the_sockets_workers_get_are_non_blocking() {
+    let Some(app) = node_app("the_sockets_workers_get_are_non_blocking") else {
+        return;
+    };
+    for node in node_versions("the_sockets_workers_get_are_non_blocking") {
+        let port = free_port();
+        let admin = free_port();
+        let mut run = start(
+            &node,
+            &app,
+            port,
+            &["-i", "2", "--", "node", "admin_port.js"],
+            vec![("ADMIN_PORT".into(), admin.to_string())],
+        );
+        run.expect_count(
+            "both workers on the admin port",
+            2,
+            |l| matches!(l, Line::Out(s) if s.starts_with("admin pid=")),
+        );
+        run.expect_ready(2);
+        for pid in distinct_pids(admin, 2) {
+            let sockets = listening_sockets(pid);
+            for want in [port, admin] {
+                assert!(
+                    sockets.iter().any(|&(p, _)| p == want),
+                    "worker {pid} holds no listener on {want}: {sockets:?}"
+                );
+            }
+            assert!(
+                sockets.iter().all(|&(_, nonblocking)| nonblocking),
+                "worker {pid}: a blocking listener: {sockets:?}"
+            );
+        }
+        run.signal(libc::SIGTERM);
+        assert_eq!(run.wait_code(), 0, "{}", run.transcript());
+    }
+}

@@ -264,6 +264,12 @@ impl Shell {
                     ));
                 }
                 let answer = ToWorker::socket(id, address, port, s.declared);
+                // Node takes a socket received over IPC as it is, and its
+                // event loop assumes non-blocking: a blocking listener
+                // shared by two workers froze the one whose accept() lost
+                // the race for a connection, until the next one came (a
+                // worker that then ignored SIGINT until SIGKILL).
+                sys::set_nonblocking(s.fd);
                 channel.send_with_fd(&answer, s.fd)
             }
             Err(e) => {
