@@ -141,27 +141,34 @@ fn refused(addr: std::net::SocketAddr) -> bool {
     }
 }
 
+/// `-i 2` of admin_port.js (PORT and a second, ADMIN_PORT), once both
+/// workers listen on both and are ready: (run, port, admin port).
+fn start_admin_app(node: &NodeVersion, app: &Path) -> (Run, u16, u16) {
+    let port = free_port();
+    let admin = free_port();
+    let run = start(
+        node,
+        app,
+        port,
+        &["-i", "2", "--", "node", "admin_port.js"],
+        vec![("ADMIN_PORT".into(), admin.to_string())],
+    );
+    run.expect_count(
+        "saying both workers listen on the admin port",
+        2,
+        |l| matches!(l, Line::Out(s) if s.starts_with("admin pid=")),
+    );
+    run.expect_ready(2);
+    (run, port, admin)
+}
+
 #[test]
 fn an_admin_port_is_shared_by_both_workers_through_reloads_and_a_crash() {
     let Some(app) = node_app("an_admin_port_is_shared") else {
         return;
     };
     for node in node_versions("an_admin_port_is_shared") {
-        let port = free_port();
-        let admin = free_port();
-        let mut run = start(
-            &node,
-            &app,
-            port,
-            &["-i", "2", "--", "node", "admin_port.js"],
-            vec![("ADMIN_PORT".into(), admin.to_string())],
-        );
-        run.expect_count(
-            "saying both workers listen on the admin port",
-            2,
-            |l| matches!(l, Line::Out(s) if s.starts_with("admin pid=")),
-        );
-        run.expect_ready(2);
+        let (mut run, port, admin) = start_admin_app(&node, &app);
         assert_eq!(
             distinct_pids(admin, 2).len(),
             2,
@@ -516,21 +523,7 @@ fn the_sockets_workers_get_are_non_blocking() {
         return;
     };
     for node in node_versions("the_sockets_workers_get_are_non_blocking") {
-        let port = free_port();
-        let admin = free_port();
-        let mut run = start(
-            &node,
-            &app,
-            port,
-            &["-i", "2", "--", "node", "admin_port.js"],
-            vec![("ADMIN_PORT".into(), admin.to_string())],
-        );
-        run.expect_count(
-            "both workers on the admin port",
-            2,
-            |l| matches!(l, Line::Out(s) if s.starts_with("admin pid=")),
-        );
-        run.expect_ready(2);
+        let (mut run, port, admin) = start_admin_app(&node, &app);
         for pid in distinct_pids(admin, 2) {
             let sockets = listening_sockets(pid);
             for want in [port, admin] {
